@@ -1,0 +1,1 @@
+"""Threadbus contracts: wire objects, requests and events, as pydantic models with no I/O."""

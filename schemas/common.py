@@ -1,0 +1,111 @@
+"""Shared field types: metadata, usage, tools, errors, list pages and delete envelopes."""
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(max_length=16, description="Up to 16 string pairs; keys <= 64 chars, values <= 512."),
+]
+FunctionName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class WireModel(BaseModel):
+    """Base of every wire object: unknown fields are kept out, field order is the API's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Usage(WireModel):
+    """Token usage of a run or a run step."""
+
+    completion_tokens: int
+    prompt_tokens: int
+    total_tokens: int
+
+
+class FunctionDefinition(WireModel):
+    """A function the model may call."""
+
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(WireModel):
+    """`{"type": "function", "function": {...}}`."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class CodeInterpreterTool(WireModel):
+    """`{"type": "code_interpreter"}`."""
+
+    type: Literal["code_interpreter"] = "code_interpreter"
+
+
+class RankingOptions(WireModel):
+    """Ranking options of the file_search tool."""
+
+    ranker: Literal["auto", "default_2024_08_21"] = "auto"
+    score_threshold: Annotated[float, Field(ge=0, le=1)]
+
+
+class FileSearchOptions(WireModel):
+    """Options of the file_search tool."""
+
+    max_num_results: Annotated[int, Field(ge=1, le=50)] | None = None
+    ranking_options: RankingOptions | None = None
+
+
+class FileSearchTool(WireModel):
+    """`{"type": "file_search", "file_search": {...}}`."""
+
+    type: Literal["file_search"] = "file_search"
+    file_search: FileSearchOptions | None = None
+
+
+Tool = Annotated[
+    FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")
+]
+
+
+class ErrorBody(WireModel):
+    """The body of an API error, as OpenAI shapes it."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(WireModel):
+    """`{"error": {...}}`."""
+
+    error: ErrorBody
+
+
+T = TypeVar("T")
+
+
+class Page(WireModel, Generic[T]):
+    """A cursor page of a list endpoint."""
+
+    object: Literal["list"] = "list"
+    data: list[T]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class Deleted(WireModel):
+    """The envelope every delete endpoint returns."""
+
+    id: str
+    object: str
+    deleted: bool = True

@@ -1,0 +1,238 @@
+"""Events and commands on Kafka: inbound CloudEvents, outbound stream events, internal orders."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+from schemas.common import ErrorBody, Metadata
+from schemas.requests import ContentPart, RequestModel, RunOptions
+from schemas.runs import Run, RunStep
+from schemas.threads import Attachment, Message, Thread
+
+ThreadId = Annotated[
+    str,
+    StringConstraints(pattern=r"^thread_[A-Za-z0-9_-]{1,64}$"),
+    Field(description="A thread id: `thread_` followed by 1-64 letters, digits, `_` or `-`."),
+]
+
+
+class CloudEventBase(BaseModel):
+    """CloudEvents 1.0 attributes (structured JSON mode) shared by every Threadbus event."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    specversion: Literal["1.0"] = Field(description="CloudEvents version; always `1.0`.")
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="Unique per event; the idempotency key."
+    )
+    source: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Who sent the event (a URI reference)."
+    )
+    time: datetime | None = Field(default=None, description="When the event happened.")
+    datacontenttype: str | None = Field(default="application/json")
+
+
+# --- inbound (threadbus.inbound) -------------------------------------------------------------
+
+
+class UserMessageData(RequestModel):
+    """A user's message for the thread named by `subject`; queues a run of `assistant_id`."""
+
+    assistant_id: str = Field(description="The assistant that answers.")
+    content: str | Annotated[list[ContentPart], Field(min_length=1)] = Field(
+        description="The message text, or content parts as in the Assistants API."
+    )
+    attachments: list[Attachment] | None = None
+    metadata: Metadata | None = None
+    run: RunOptions | None = Field(default=None, description="Per-run overrides.")
+
+
+class UserMessage(CloudEventBase):
+    """`threadbus.user_message`: append a user message and run the assistant."""
+
+    type: Literal["threadbus.user_message"]
+    subject: ThreadId = Field(description="The thread id; a new id creates the thread.")
+    data: UserMessageData
+
+
+class ToolOutput(RequestModel):
+    """The output of one tool call."""
+
+    tool_call_id: str
+    output: str
+
+
+class SubmitToolOutputsData(RequestModel):
+    """Outputs for every pending tool call of a run."""
+
+    run_id: str
+    tool_outputs: list[ToolOutput]
+
+
+class SubmitToolOutputs(CloudEventBase):
+    """`threadbus.submit_tool_outputs`: answer a run in `requires_action`."""
+
+    type: Literal["threadbus.submit_tool_outputs"]
+    subject: ThreadId
+    data: SubmitToolOutputsData
+
+
+class CancelRunData(RequestModel):
+    """The run to cancel."""
+
+    run_id: str
+
+
+class CancelRun(CloudEventBase):
+    """`threadbus.cancel_run`: cancel an active run."""
+
+    type: Literal["threadbus.cancel_run"]
+    subject: ThreadId
+    data: CancelRunData
+
+
+InboundEvent = Annotated[UserMessage | SubmitToolOutputs | CancelRun, Field(discriminator="type")]
+INBOUND: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+
+
+# --- outbound (threadbus.events) -------------------------------------------------------------
+
+
+class OutboundBase(CloudEventBase):
+    """Attributes of every event Threadbus publishes on `threadbus.events`."""
+
+    subject: str = Field(description="The thread id (also the Kafka key).")
+    causationid: str | None = Field(
+        default=None, description="Id of the inbound event (or API request) that caused this."
+    )
+
+
+class ThreadEvent(OutboundBase):
+    """A thread was created."""
+
+    type: Literal["thread.created"]
+    data: Thread
+
+
+class RunEvent(OutboundBase):
+    """A run changed status; `data` is the whole Run."""
+
+    type: Literal[
+        "thread.run.created",
+        "thread.run.queued",
+        "thread.run.in_progress",
+        "thread.run.requires_action",
+        "thread.run.completed",
+        "thread.run.incomplete",
+        "thread.run.failed",
+        "thread.run.cancelling",
+        "thread.run.cancelled",
+        "thread.run.expired",
+    ]
+    data: Run
+
+
+class RunStepEvent(OutboundBase):
+    """A run step changed; `data` is the whole RunStep."""
+
+    type: Literal[
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.run.step.completed",
+        "thread.run.step.failed",
+        "thread.run.step.cancelled",
+        "thread.run.step.expired",
+    ]
+    data: RunStep
+
+
+class MessageEvent(OutboundBase):
+    """A message changed; `data` is the whole Message."""
+
+    type: Literal[
+        "thread.message.created",
+        "thread.message.in_progress",
+        "thread.message.completed",
+        "thread.message.incomplete",
+    ]
+    data: Message
+
+
+class DeltaEvent(OutboundBase):
+    """A delta of a message or run step being written (`data` is the Assistants delta object)."""
+
+    type: Literal["thread.message.delta", "thread.run.step.delta"]
+    data: dict[str, Any]
+
+
+class ErrorData(BaseModel):
+    """What went wrong with an inbound event."""
+
+    error: ErrorBody
+    event_id: str | None = Field(description="Id of the inbound event that was rejected.")
+
+
+class ErrorEvent(OutboundBase):
+    """An inbound event was rejected; it is on `threadbus.dlq`."""
+
+    type: Literal["error"]
+    data: ErrorData
+
+
+OutboundEvent = Annotated[
+    ThreadEvent | RunEvent | RunStepEvent | MessageEvent | DeltaEvent | ErrorEvent,
+    Field(discriminator="type"),
+]
+OUTBOUND: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
+
+
+# --- internal orders -------------------------------------------------------------------------
+
+
+class ProcessRun(BaseModel):
+    """Order to the run-poller (`threadbus.runs`): drive this run. A wake-up, not the truth."""
+
+    type: Literal["ProcessRun"] = "ProcessRun"
+    id: str = Field(description="Unique id of this order.")
+    run_id: str
+    thread_id: str
+
+
+class ExecuteToolCall(BaseModel):
+    """Order to the tool-executor (`threadbus.tool_calls`): run one server-side tool call."""
+
+    type: Literal["ExecuteToolCall"] = "ExecuteToolCall"
+    id: str
+    run_id: str
+    thread_id: str
+    tool_call_id: str
+    tool_type: Literal["function", "code_interpreter", "file_search"]
+    name: str | None = None
+    arguments: str = ""
+
+
+class ToolCallResult(BaseModel):
+    """Result of a server-side tool call (`threadbus.tool_results`), back to the run-poller."""
+
+    type: Literal["ToolCallResult"] = "ToolCallResult"
+    id: str
+    run_id: str
+    thread_id: str
+    tool_call_id: str
+    output: str
+    is_error: bool = False
+
+
+class DeadLetter(BaseModel):
+    """An inbound event that could not be accepted (`threadbus.dlq`), with the reason."""
+
+    id: str = Field(description="Unique id of this DLQ entry.")
+    reason: str = Field(description="Why the event was rejected.")
+    event_id: str | None = Field(description="The rejected event's id, if it had one.")
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    value: str = Field(description="The rejected record's value, as text.")
+    failed_at: datetime

@@ -1,0 +1,23 @@
+"""Kafka topic names and consumer groups: the one place they are spelled."""
+
+from typing import Final
+
+INBOUND: Final = "threadbus.inbound"
+"""User messages, tool outputs and cancels published by other systems (CloudEvents)."""
+EVENTS: Final = "threadbus.events"
+"""Assistants stream events (`thread.run.*`, `thread.message.*`, ...) and `error` events."""
+DLQ: Final = "threadbus.dlq"
+"""Inbound events that failed validation, with the reason."""
+RUNS: Final = "threadbus.runs"
+"""Wake-ups for the run-poller: a run is ready to be driven."""
+TOOL_CALLS: Final = "threadbus.tool_calls"
+"""Server-side tool calls for the tool-executor."""
+TOOL_RESULTS: Final = "threadbus.tool_results"
+"""Results of server-side tool calls, back to the run-poller."""
+
+ALL: Final = (INBOUND, EVENTS, DLQ, RUNS, TOOL_CALLS, TOOL_RESULTS)
+
+GROUP_RUN_STARTER: Final = "run-starter"
+GROUP_RUN_POLLER: Final = "run-poller"
+GROUP_TOOL_EXECUTOR: Final = "tool-executor"
+GROUP_MESSAGE_ARCHIVER: Final = "message-archiver"

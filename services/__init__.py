@@ -1,0 +1,1 @@
+"""Threadbus services: one package per deployable, plus `core` for what they share."""

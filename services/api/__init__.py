@@ -1,0 +1,1 @@
+"""api: the Assistants-compatible HTTP surface under /v1."""

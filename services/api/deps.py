@@ -1,0 +1,68 @@
+"""FastAPI dependencies: a pooled connection in a transaction, settings, list parameters."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import Depends, Header, Query, Request
+
+from services.api.settings import Settings
+from services.core.errors import InvalidRequest
+
+
+async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Conn = Annotated[asyncpg.Connection, Depends(_connection)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+
+
+class ListParams:
+    """`limit`, `order`, `after`, `before`, validated as the hosted API does."""
+
+    def __init__(
+        self,
+        limit: Annotated[int, Query()] = 20,
+        order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+        after: Annotated[str | None, Query()] = None,
+        before: Annotated[str | None, Query()] = None,
+    ):
+        if limit > 100:
+            raise InvalidRequest(
+                "Invalid 'limit': integer above maximum value. Expected a value <= 100,"
+                f" but got {limit} instead.",
+                param="limit",
+                code="integer_above_max_value",
+            )
+        if limit < 1:
+            raise InvalidRequest(
+                "Invalid 'limit': integer below minimum value. Expected a value >= 1,"
+                f" but got {limit} instead.",
+                param="limit",
+                code="integer_below_min_value",
+            )
+        self.limit = limit
+        self.order: Literal["asc", "desc"] = order
+        self.after = after
+        self.before = before
+
+
+Listing = Annotated[ListParams, Depends()]
+
+
+async def require_beta(openai_beta: Annotated[str | None, Header()] = None) -> None:
+    """The Assistants endpoints want `OpenAI-Beta: assistants=v2`, as the hosted API did."""
+    if openai_beta is None or "assistants=v2" not in openai_beta:
+        raise InvalidRequest(
+            "You must provide the 'OpenAI-Beta' header to access the Assistants API."
+            " Please try again by setting the header 'OpenAI-Beta: assistants=v2'.",
+            code="invalid_beta",
+        )

@@ -1,0 +1,86 @@
+"""Kafka with safe defaults: producers, FastStream brokers, subscriber options, topics."""
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+MAX_POLL_INTERVAL_MS = 15 * 60 * 1000
+"""Longer than any handler may take: handlers claim and hand long work to tasks."""
+
+
+def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas; no idempotence (brokers vary)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        request_timeout_ms=30_000,
+    )
+
+
+def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
+    """A FastStream broker whose publishers wait for all in-sync replicas."""
+    return KafkaBroker(
+        bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=False,
+        graceful_timeout=15.0,
+        logger=logging.getLogger(f"threadbus.{client_id}"),
+    )
+
+
+def subscriber_options(group_id: str) -> dict[str, Any]:
+    """Explicit, at-least-once consumer settings for every subscriber.
+
+    Commit only after the handler returned (ACK), start from the earliest offset for a new
+    group, and allow a long poll interval because a handler never holds long work.
+    """
+    return {
+        "group_id": group_id,
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.ACK,
+        "max_poll_interval_ms": MAX_POLL_INTERVAL_MS,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 3_000,
+    }
+
+
+async def create_topics(bootstrap: str, partitions: int, *, attempts: int = 60) -> list[str]:
+    """Create every Threadbus topic that is missing; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="threadbus-admin")
+    for attempt in range(attempts):
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics.ALL if t not in existing]
+        for name in missing:
+            try:
+                await admin.create_topics([NewTopic(name, partitions, 1)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    for name in created:
+        log.info("created topic %s with %d partitions", name, partitions)
+    return created

@@ -1,0 +1,14 @@
+"""Object ids with the Assistants prefixes."""
+
+import secrets
+import string
+from typing import Literal
+
+_ALPHABET = string.ascii_letters + string.digits
+
+Prefix = Literal["asst", "thread", "msg", "run", "step", "call", "evt", "cmd", "dlq"]
+
+
+def new_id(prefix: Prefix) -> str:
+    """A random id such as `run_4fJ9...` (24 random characters, about 142 bits)."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))

@@ -1,0 +1,122 @@
+"""The model client: any OpenAI-compatible Chat Completions endpoint, streamed, with retries."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import openai
+
+log = logging.getLogger(__name__)
+
+NOT_CONFIGURED = (
+    "No model endpoint is configured: set OPENAI_BASE_URL (an OpenAI-compatible /v1 endpoint,"
+    " e.g. vLLM or Ollama) and/or OPENAI_API_KEY for the run-poller, then create a new run."
+)
+
+
+class ModelFailure(Exception):
+    """The model could not answer; terminal for the run."""
+
+    def __init__(self, code: Literal["server_error", "rate_limit_exceeded", "invalid_prompt"], message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Completion:
+    """What one model turn produced."""
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+class ModelClient:
+    """Calls Chat Completions with streaming; retries 429, 5xx and connection errors."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        http_client: httpx.AsyncClient | None = None,
+    ):
+        self.configured = bool(base_url or api_key)
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self._retries = max_retries
+        self._backoff = backoff
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=api_key or "unused",
+            timeout=timeout,
+            max_retries=0,
+            http_client=http_client,
+        )
+
+    async def close(self) -> None:
+        """Release the HTTP connections."""
+        await self._client.close()
+
+    async def complete(
+        self, request: dict[str, Any], on_delta: OnDelta | None = None
+    ) -> Completion:
+        """One streamed chat completion for `request` (model, messages, options)."""
+        if not self.configured:
+            raise ModelFailure("server_error", NOT_CONFIGURED)
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._stream(request, on_delta)
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                if attempt == self._retries:
+                    code = "rate_limit_exceeded" if isinstance(exc, openai.RateLimitError) else "server_error"
+                    raise ModelFailure(code, f"The model endpoint failed: {exc}") from exc
+                delay = self._backoff * 2**attempt
+                log.warning("model call failed (%s); retry %d in %.1fs", exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+            except openai.APIStatusError as exc:
+                code = "invalid_prompt" if exc.status_code == 400 else "server_error"
+                raise ModelFailure(code, f"The model endpoint refused the request: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _stream(self, request: dict[str, Any], on_delta: OnDelta | None) -> Completion:
+        result = Completion()
+        calls: dict[int, dict[str, Any]] = {}
+        stream = await self._client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    result.prompt_tokens = chunk.usage.prompt_tokens
+                    result.completion_tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        result.finish_reason = choice.finish_reason
+                    delta = choice.delta
+                    if delta.content:
+                        result.text += delta.content
+                        if on_delta is not None:
+                            await on_delta(delta.content)
+                    for call in delta.tool_calls or []:
+                        slot = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+                        if call.id:
+                            slot["id"] = call.id
+                        if call.function is not None:
+                            slot["name"] += call.function.name or ""
+                            slot["arguments"] += call.function.arguments or ""
+        result.tool_calls = [calls[i] for i in sorted(calls)]
+        if not result.completion_tokens:
+            result.completion_tokens = max(1, len(result.text) // 4) if result.text else 0
+        return result

@@ -1,0 +1,121 @@
+"""The transactional outbox: events are written with the state change, then relayed in order."""
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+
+from schemas import topics
+from services.core import db
+from services.core.ids import new_id
+
+log = logging.getLogger(__name__)
+
+_RELAY_LOCK = 7_411_002  # advisory lock key: one active relay, so order is the outbox's
+BATCH = 500
+
+
+async def enqueue(conn: asyncpg.Connection, topic: str, key: str | None, payload: Any) -> None:
+    """Write one record to the outbox, inside the caller's transaction."""
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json", by_alias=True)
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", topic, key, payload
+    )
+
+
+def event(type_: str, thread_id: str, data: Any, cause: str | None) -> dict[str, Any]:
+    """An outbound CloudEvent with an Assistants stream event name and object."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json", by_alias=True)
+    return {
+        "specversion": "1.0",
+        "id": new_id("evt"),
+        "source": "threadbus",
+        "type": type_,
+        "subject": thread_id,
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "causationid": cause,
+        "data": data,
+    }
+
+
+async def emit(
+    conn: asyncpg.Connection, type_: str, thread_id: str, data: Any, cause: str | None
+) -> None:
+    """Queue one `threadbus.events` event, keyed by thread id."""
+    await enqueue(conn, topics.EVENTS, thread_id, event(type_, thread_id, data, cause))
+
+
+class Relay:
+    """Publishes outbox rows to Kafka in id order, then deletes them.
+
+    Every process that writes the outbox runs one; an advisory lock makes one of them active,
+    so records leave in commit order. LISTEN/NOTIFY wakes it right after a commit; a timer
+    catches anything a crash left behind.
+    """
+
+    def __init__(self, dsn: str, producer: AIOKafkaProducer, *, idle_seconds: float = 1.0):
+        self._dsn = dsn
+        self._producer = producer
+        self._idle = idle_seconds
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    async def run(self) -> None:
+        """Run until cancelled; reconnects after database or broker errors."""
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, KafkaError, asyncio.TimeoutError) as exc:
+                log.warning("outbox relay: %s; retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _lead(self) -> None:
+        conn = await db.connect(self._dsn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK):
+                await asyncio.sleep(self._idle)
+            await conn.add_listener("threadbus_outbox", self._on_notify)
+            log.info("outbox relay active")
+            while True:
+                self._wake.clear()
+                if await self._drain(conn) == 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._idle)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close(timeout=2))
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _drain(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1", BATCH
+        )
+        if not rows:
+            return 0
+        sends = [
+            await self._producer.send(
+                row["topic"],
+                json.dumps(row["payload"]).encode(),
+                key=row["key"].encode() if row["key"] is not None else None,
+                headers=[("content-type", b"application/json")],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*sends)
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        self.published += len(rows)
+        return len(rows)

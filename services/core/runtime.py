@@ -1,0 +1,92 @@
+"""What every service process opens at start-up and closes at shutdown."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.core import bus, db
+from services.core.health import HealthServer
+from services.core.outbox import Relay
+from services.core.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The process's pool, producer and outbox relay."""
+
+    settings: CoreSettings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    relay: Relay
+
+    async def ready(self) -> bool:
+        """Postgres answers and the producer knows the cluster."""
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 2)
+        except (OSError, asyncpg.PostgresError, KafkaError, TimeoutError):
+            return False
+        return True
+
+
+class TaskOwner:
+    """Background loops owned by a lifespan: started together, cancelled and drained together."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `coro` until the owner stops."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self) -> None:
+        """Cancel every loop and wait for it."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+
+async def periodic(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> None:
+    """Call `action` every `seconds` until cancelled; a failed call is logged, not fatal."""
+    while True:
+        try:
+            await action()
+        except (OSError, asyncpg.PostgresError, KafkaError, TimeoutError) as exc:
+            log.warning("%s failed: %s", name, exc)
+        await asyncio.sleep(seconds)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: CoreSettings, *, health: bool = True) -> AsyncIterator[Runtime]:
+    """Pool, producer, outbox relay and (for workers) the probe server; closed on exit."""
+    pool = await db.create_pool(settings.database_url, size=settings.db_pool_size)
+    producer = bus.make_producer(settings.kafka_bootstrap_servers, settings.service_name)
+    await producer.start()
+    relay = Relay(settings.database_url, producer)
+    runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay)
+    owner = TaskOwner()
+    owner.start(relay.run(), "outbox relay")
+    probes = HealthServer(settings.health_port, runtime.ready) if health else None
+    if probes is not None:
+        await probes.start()
+    try:
+        yield runtime
+    finally:
+        if probes is not None:
+            await probes.stop()
+        await owner.stop()
+        await producer.stop()
+        await pool.close()

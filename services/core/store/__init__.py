@@ -1,0 +1,1 @@
+"""SQL for the Assistants objects: small async functions that take the connection first."""

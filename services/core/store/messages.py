@@ -1,0 +1,136 @@
+"""SQL for messages."""
+
+from typing import Any
+
+import asyncpg
+
+from schemas.common import Page
+from schemas.requests import MessageCreate, TextPart
+from schemas.threads import Message
+from services.core import outbox
+from services.core.errors import NotFound
+from services.core.ids import new_id
+from services.core.store.pagination import Order, page
+
+
+def render(row: dict[str, Any]) -> Message:
+    """A row as the wire object."""
+    return Message.model_validate(row)
+
+
+def content_parts(content: MessageCreate | Any) -> list[dict[str, Any]]:
+    """Request content (a string or parts) as stored message content."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": {"value": content, "annotations": []}}]
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, TextPart):
+            parts.append({"type": "text", "text": {"value": part.text, "annotations": []}})
+        else:
+            parts.append(part.model_dump(mode="json"))
+    return parts
+
+
+async def create(
+    conn: asyncpg.Connection,
+    thread_id: str,
+    body: MessageCreate,
+    *,
+    cause: str | None = None,
+    source_event_id: str | None = None,
+) -> Message:
+    """Append a finished message (user-written or injected) to the thread."""
+    row = await conn.fetchrow(
+        "INSERT INTO messages (id, thread_id, status, completed_at, role, content, attachments,"
+        " metadata, source_event_id) VALUES ($1, $2, 'completed', epoch_now(), $3, $4, $5, $6, $7)"
+        " RETURNING *",
+        new_id("msg"),
+        thread_id,
+        body.role,
+        content_parts(body.content),
+        [a.model_dump(mode="json") for a in body.attachments or []],
+        body.metadata or {},
+        source_event_id,
+    )
+    assert row is not None
+    message = render(dict(row))
+    await outbox.emit(conn, "thread.message.created", thread_id, message, cause)
+    return message
+
+
+async def get(conn: asyncpg.Connection, thread_id: str, message_id: str) -> Message:
+    """The message of that thread, or NotFound."""
+    row = await conn.fetchrow(
+        "SELECT * FROM messages WHERE id = $1 AND thread_id = $2", message_id, thread_id
+    )
+    if row is None:
+        raise NotFound.of("message", message_id)
+    return render(dict(row))
+
+
+async def list_page(
+    conn: asyncpg.Connection,
+    thread_id: str,
+    *,
+    run_id: str | None,
+    limit: int,
+    order: Order,
+    after: str | None,
+    before: str | None,
+) -> Page[Message]:
+    """A page of the thread's messages, optionally only those one run wrote."""
+    where, args = "thread_id = $1", [thread_id]
+    if run_id is not None:
+        where, args = "thread_id = $1 AND run_id = $2", [thread_id, run_id]
+    return await page(
+        conn,
+        table="messages",
+        where=where,
+        args=list(args),
+        render=render,
+        limit=limit,
+        order=order,
+        after=after,
+        before=before,
+    )
+
+
+async def history(conn: asyncpg.Connection, thread_id: str) -> list[Message]:
+    """Every message of the thread in order (the model's context)."""
+    rows = await conn.fetch("SELECT * FROM messages WHERE thread_id = $1 ORDER BY seq", thread_id)
+    return [render(dict(r)) for r in rows]
+
+
+async def open_assistant_message(conn: asyncpg.Connection, run: Any, message_id: str) -> Message:
+    """Insert the run's reply, `in_progress` with no content yet."""
+    row = await conn.fetchrow(
+        "INSERT INTO messages (id, thread_id, status, role, content, assistant_id, run_id)"
+        " VALUES ($1, $2, 'in_progress', 'assistant', '[]', $3, $4) RETURNING *",
+        message_id,
+        run.thread_id,
+        run.assistant_id,
+        run.id,
+    )
+    assert row is not None
+    return render(dict(row))
+
+
+async def finish(
+    conn: asyncpg.Connection,
+    message_id: str,
+    *,
+    content: list[dict[str, Any]],
+    incomplete_reason: str | None = None,
+) -> Message:
+    """Close a reply: `completed`, or `incomplete` with the reason."""
+    if incomplete_reason is None:
+        sql = "status = 'completed', completed_at = epoch_now(), incomplete_details = NULL"
+        args: list[Any] = [message_id, content]
+    else:
+        sql = "status = 'incomplete', incomplete_at = epoch_now(), incomplete_details = $3"
+        args = [message_id, content, {"reason": incomplete_reason}]
+    row = await conn.fetchrow(
+        f"UPDATE messages SET content = $2, {sql} WHERE id = $1 RETURNING *", *args
+    )
+    assert row is not None
+    return render(dict(row))

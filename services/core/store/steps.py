@@ -1,0 +1,108 @@
+"""SQL for run steps."""
+
+from typing import Any
+
+import asyncpg
+
+from schemas.common import Page
+from schemas.runs import RunStep
+from services.core.errors import NotFound
+from services.core.ids import new_id
+from services.core.store.pagination import Order, page
+
+
+def render(row: dict[str, Any]) -> RunStep:
+    """A row as the wire object."""
+    return RunStep.model_validate(row)
+
+
+async def open_step(
+    conn: asyncpg.Connection, run: Any, type_: str, details: dict[str, Any]
+) -> RunStep:
+    """Insert the run's next step, `in_progress`; (run_id, step_index) is unique."""
+    row = await conn.fetchrow(
+        "INSERT INTO run_steps (id, run_id, thread_id, assistant_id, step_index, type, status,"
+        " step_details) VALUES ($1, $2, $3, $4,"
+        " (SELECT coalesce(max(step_index) + 1, 0) FROM run_steps WHERE run_id = $2),"
+        " $5, 'in_progress', $6) RETURNING *",
+        new_id("step"),
+        run.id,
+        run.thread_id,
+        run.assistant_id,
+        type_,
+        details,
+    )
+    assert row is not None
+    return render(dict(row))
+
+
+async def current(conn: asyncpg.Connection, run_id: str) -> RunStep | None:
+    """The run's step still in progress, if any (what a re-driven run resumes)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM run_steps WHERE run_id = $1 AND status = 'in_progress'"
+        " ORDER BY step_index DESC LIMIT 1",
+        run_id,
+    )
+    return render(dict(row)) if row is not None else None
+
+
+async def get(conn: asyncpg.Connection, thread_id: str, run_id: str, step_id: str) -> RunStep:
+    """The step of that run, or NotFound."""
+    row = await conn.fetchrow(
+        "SELECT * FROM run_steps WHERE id = $1 AND run_id = $2 AND thread_id = $3",
+        step_id,
+        run_id,
+        thread_id,
+    )
+    if row is None:
+        raise NotFound.of("run step", step_id)
+    return render(dict(row))
+
+
+async def list_page(
+    conn: asyncpg.Connection,
+    thread_id: str,
+    run_id: str,
+    *,
+    limit: int,
+    order: Order,
+    after: str | None,
+    before: str | None,
+) -> Page[RunStep]:
+    """A page of the run's steps."""
+    return await page(
+        conn,
+        table="run_steps",
+        where="run_id = $1 AND thread_id = $2",
+        args=[run_id, thread_id],
+        render=render,
+        limit=limit,
+        order=order,
+        after=after,
+        before=before,
+    )
+
+
+async def close(
+    conn: asyncpg.Connection,
+    step_id: str,
+    status: str,
+    *,
+    usage: dict[str, int] | None = None,
+    last_error: dict[str, str] | None = None,
+    step_details: dict[str, Any] | None = None,
+) -> RunStep:
+    """Move a step to a final status, stamping the matching `<status>_at` column."""
+    stamp = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at",
+             "expired": "expired_at"}[status]
+    row = await conn.fetchrow(
+        f"UPDATE run_steps SET status = $2, {stamp} = epoch_now(), usage = coalesce($3, usage),"
+        " last_error = $4, step_details = coalesce($5, step_details) WHERE id = $1 RETURNING *",
+        step_id,
+        status,
+        usage,
+        last_error,
+        step_details,
+    )
+    assert row is not None
+    return render(dict(row))

@@ -1,0 +1,84 @@
+"""SQL for threads."""
+
+from typing import Any
+
+import asyncpg
+
+from schemas.requests import ThreadCreate, ThreadUpdate
+from schemas.threads import Thread
+from services.core import outbox
+from services.core.errors import NotFound
+from services.core.ids import new_id
+from services.core.store import messages
+
+
+def render(row: dict[str, Any]) -> Thread:
+    """A row as the wire object."""
+    return Thread.model_validate(row)
+
+
+def _json(value: Any) -> Any:
+    return value.model_dump(mode="json", exclude_none=True) if value is not None else {}
+
+
+async def create(
+    conn: asyncpg.Connection, body: ThreadCreate, *, cause: str | None = None
+) -> Thread:
+    """Insert a thread and its initial messages, in array order."""
+    row = await conn.fetchrow(
+        "INSERT INTO threads (id, metadata, tool_resources) VALUES ($1, $2, $3) RETURNING *",
+        new_id("thread"),
+        body.metadata or {},
+        _json(body.tool_resources),
+    )
+    assert row is not None
+    thread = render(dict(row))
+    await outbox.emit(conn, "thread.created", thread.id, thread, cause)
+    for message in body.messages or []:
+        await messages.create(conn, thread.id, message, cause=cause)
+    return thread
+
+
+async def ensure(conn: asyncpg.Connection, thread_id: str, *, cause: str | None) -> Thread:
+    """The thread with this id, created if it does not exist yet; locked for this transaction."""
+    row = await conn.fetchrow(
+        "INSERT INTO threads (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING *", thread_id
+    )
+    if row is not None:
+        thread = render(dict(row))
+        await outbox.emit(conn, "thread.created", thread.id, thread, cause)
+        return thread
+    return await get(conn, thread_id, lock=True)
+
+
+async def get(conn: asyncpg.Connection, thread_id: str, *, lock: bool = False) -> Thread:
+    """The thread, or NotFound; `lock` holds its row until the transaction ends."""
+    suffix = " FOR UPDATE" if lock else ""
+    row = await conn.fetchrow(f"SELECT * FROM threads WHERE id = $1{suffix}", thread_id)
+    if row is None:
+        raise NotFound.of("thread", thread_id)
+    return render(dict(row))
+
+
+async def update(conn: asyncpg.Connection, thread_id: str, body: ThreadUpdate) -> Thread:
+    """Replace metadata and/or tool resources, as sent."""
+    sets: dict[str, Any] = {}
+    if "metadata" in body.model_fields_set:
+        sets["metadata"] = body.metadata or {}
+    if "tool_resources" in body.model_fields_set:
+        sets["tool_resources"] = _json(body.tool_resources)
+    if not sets:
+        return await get(conn, thread_id)
+    assignments = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(sets))
+    row = await conn.fetchrow(
+        f"UPDATE threads SET {assignments} WHERE id = $1 RETURNING *", thread_id, *sets.values()
+    )
+    if row is None:
+        raise NotFound.of("thread", thread_id)
+    return render(dict(row))
+
+
+async def delete(conn: asyncpg.Connection, thread_id: str) -> None:
+    """Delete the thread with its messages, runs and steps."""
+    if await conn.fetchval("DELETE FROM threads WHERE id = $1 RETURNING id", thread_id) is None:
+        raise NotFound.of("thread", thread_id)

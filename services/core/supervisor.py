@@ -1,0 +1,162 @@
+"""`threadbus up`: infrastructure if needed, migrations, topics, then every service as a process."""
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core import bus, db
+from services.core.embedded import EmbeddedKafka, EmbeddedPostgres
+
+log = logging.getLogger("threadbus.up")
+
+SERVICES = ("api", "run_starter", "run_poller", "tool_executor", "message_archiver")
+HEALTH_PORTS = {"run_poller": 8081, "run_starter": 8082, "tool_executor": 8083,
+                "message_archiver": 8084}  # fmt: skip
+
+
+class UpSettings(BaseSettings):
+    """What `threadbus up` needs; the services read their own settings from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="THREADBUS_", env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    data_dir: Path = Path(".threadbus")
+    api_port: int = 8000
+    partitions: int = 8
+    embedded_postgres_port: int = Field(default=54329)
+    embedded_kafka_port: int = Field(default=59092)
+    health_port_base: int = Field(default=0, description="0 keeps each worker's own default.")
+
+
+@dataclass
+class ServiceProcess:
+    """One service as a child process: `python -m services.<name>`."""
+
+    name: str
+    env: dict[str, str]
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        """Spawn the process (its output to the log file, or inherited)."""
+        out = self.log_path.open("ab") if self.log_path else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+        )  # fmt: skip
+        if out:
+            out.close()
+
+    @property
+    def alive(self) -> bool:
+        """The process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, then SIGKILL after `timeout`."""
+        if not self.alive:
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+
+
+def service_env(name: str, database_url: str, bootstrap: str, base: dict[str, str]) -> dict[str, str]:
+    """The environment of one service process."""
+    env = dict(base)
+    env["THREADBUS_DATABASE_URL"] = database_url
+    env["THREADBUS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    if name in HEALTH_PORTS and "THREADBUS_HEALTH_PORT" not in base:
+        env["THREADBUS_HEALTH_PORT"] = str(HEALTH_PORTS[name])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+async def prepare(database_url: str, bootstrap: str, partitions: int) -> None:
+    """Apply migrations and create topics."""
+    applied = await db.migrate(database_url)
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    await bus.create_topics(bootstrap, partitions)
+
+
+def up() -> int:
+    """Run the whole system in the foreground until Ctrl-C or SIGTERM."""
+    settings = UpSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    postgres = kafka = None
+    children: list[ServiceProcess] = []
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        database_url = settings.database_url
+        if database_url is None:
+            postgres = EmbeddedPostgres(data_dir / "postgres", settings.embedded_postgres_port,
+                                        data_dir / "postgres.log")  # fmt: skip
+            database_url = postgres.start()
+        bootstrap = settings.kafka_bootstrap_servers
+        if bootstrap is None:
+            kafka = EmbeddedKafka(settings.embedded_kafka_port, data_dir / "kafka.log")
+            bootstrap = kafka.start()
+        asyncio.run(prepare(database_url, bootstrap, settings.partitions))
+        base = dict(os.environ)
+        for name in SERVICES:
+            child = ServiceProcess(name, service_env(name, database_url, bootstrap, base))
+            child.start()
+            children.append(child)
+        model = os.environ.get("OPENAI_BASE_URL") or (
+            "https://api.openai.com/v1" if os.environ.get("OPENAI_API_KEY") else None
+        )
+        print(  # noqa: T201 - the banner is the command's output
+            f"\nThreadbus is up.\n"
+            f"  API:     http://localhost:{settings.api_port}/v1  (GET /healthz)\n"
+            f"  Model:   {model or 'none configured: set OPENAI_BASE_URL / OPENAI_API_KEY'}\n"
+            f"  Data:    {data_dir}{'' if postgres else ' (Postgres: ' + database_url + ')'}\n"
+            f"  Kafka:   {bootstrap}{' (embedded Tansu, in memory)' if kafka else ''}\n"
+            f"Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for child in children:
+                if not child.alive and not stopping:
+                    log.warning("%s exited; restarting it", child.name)
+                    child.start()
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            child.stop()
+        if kafka:
+            kafka.stop()
+        if postgres:
+            postgres.stop()
+        log.info("stopped")
+    return 0

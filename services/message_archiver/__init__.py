@@ -1,0 +1,1 @@
+"""message-archiver: the append-only conversation archive."""

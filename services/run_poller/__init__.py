@@ -1,0 +1,1 @@
+"""run-poller: drives runs through their statuses."""

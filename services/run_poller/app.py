@@ -1,0 +1,47 @@
+"""run-poller composition root: settings, broker, engine, sweeper."""
+
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from faststream import ContextRepo, FastStream
+
+from services.core import bus
+from services.core.model import ModelClient
+from services.core.runtime import TaskOwner, open_runtime, periodic
+from services.run_poller.engine import Engine
+from services.run_poller.handlers import router
+from services.run_poller.settings import Settings
+
+settings = Settings()
+settings.configure_logging()
+broker = bus.make_broker(settings.kafka_bootstrap_servers, settings.service_name)
+broker.include_router(router)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+    """Open the runtime and the model client; sweep Postgres on a timer; drain on shutdown."""
+    model = ModelClient(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.model_timeout_seconds,
+        max_retries=settings.model_max_retries,
+        backoff=settings.model_retry_backoff_seconds,
+    )
+    async with open_runtime(settings) as runtime:
+        owner_id = f"{socket.gethostname()}:{os.getpid()}"
+        engine = Engine(runtime.pool, model, settings, owner_id)
+        context.set_global("engine", engine)
+        loops = TaskOwner()
+        loops.start(periodic(settings.sweep_interval_seconds, engine.sweep, "sweep"), "sweeper")
+        try:
+            yield
+        finally:
+            await loops.stop()
+            await engine.shutdown(timeout=10)
+            await model.close()
+
+
+app = FastStream(broker, lifespan=lifespan)

@@ -1,0 +1,26 @@
+"""run-poller settings."""
+
+from pydantic import AliasChoices, Field
+
+from services.core.settings import CoreSettings
+
+
+class Settings(CoreSettings):
+    """How the run-poller leases, sweeps and calls the model."""
+
+    service_name: str = "run-poller"
+    lease_seconds: float = Field(default=30.0, gt=0, description="A run's lease; renewed at 1/3.")
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
+    wakeup_grace_seconds: float = Field(
+        default=5.0, ge=0, description="A queued run nobody claimed for this long is re-driven."
+    )
+    max_concurrent_runs: int = Field(default=64, ge=1)
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "THREADBUS_OPENAI_BASE_URL")
+    )
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "THREADBUS_OPENAI_API_KEY")
+    )
+    model_timeout_seconds: float = Field(default=120.0, gt=0)
+    model_max_retries: int = Field(default=3, ge=0)
+    model_retry_backoff_seconds: float = Field(default=0.5, ge=0)

@@ -1,0 +1,1 @@
+"""run-starter: the Kafka front door for user messages."""

@@ -1,0 +1,145 @@
+"""Accepting inbound events: validate, apply idempotently, or reject to the DLQ with a reason."""
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, assert_never
+
+import asyncpg
+from pydantic import ValidationError
+
+from schemas import topics
+from schemas.events import INBOUND, CancelRun, DeadLetter, SubmitToolOutputs, UserMessage
+from schemas.requests import MessageCreate, RunOptions
+from services.core import outbox
+from services.core.errors import InvalidRequest, ThreadbusError
+from services.core.ids import new_id
+from services.core.store import assistants, messages, runs, threads
+
+log = logging.getLogger(__name__)
+
+CONSUMER = topics.GROUP_RUN_STARTER
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where an inbound record came from, for the DLQ."""
+
+    value: bytes
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: str | None
+
+
+async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) -> str:
+    """Apply one inbound record exactly once; returns what happened (for logs and tests)."""
+    try:
+        payload: Any = json.loads(record.value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload, problem = None, f"the record is not JSON: {exc}"
+    else:
+        problem = None
+    event_id = payload.get("id") if isinstance(payload, dict) else None
+    event_id = event_id if isinstance(event_id, str) and event_id else None
+    async with pool.acquire() as conn, conn.transaction():
+        if event_id is not None and not await _first_time(conn, event_id):
+            return "duplicate"
+        if problem is None:
+            try:
+                event = INBOUND.validate_python(payload)
+            except ValidationError as exc:
+                problem = "the event is not a valid Threadbus inbound event: " + _explain(exc)
+        if problem is not None:
+            await _reject(conn, record, event_id, problem, "invalid_event")
+            return "rejected"
+        try:
+            async with conn.transaction():
+                await _apply(conn, event, expires_seconds)
+        except ThreadbusError as err:
+            await _reject(conn, record, event_id, err.message, err.code or "invalid_request", event.subject)
+            return "rejected"
+    return "accepted"
+
+
+async def _first_time(conn: asyncpg.Connection, event_id: str) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        CONSUMER,
+        event_id,
+    )
+    return inserted is not None
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    event: UserMessage | SubmitToolOutputs | CancelRun,
+    expires_seconds: int,
+) -> None:
+    match event:
+        case UserMessage():
+            await _user_message(conn, event, expires_seconds)
+        case SubmitToolOutputs() | CancelRun():
+            raise InvalidRequest(
+                f"{event.type!r} events are not supported by this version of Threadbus yet.",
+                code="unsupported_event",
+            )
+        case _:
+            assert_never(event)
+
+
+async def _user_message(conn: asyncpg.Connection, event: UserMessage, expires_seconds: int) -> None:
+    data = event.data
+    assistant = await assistants.get(conn, data.assistant_id)
+    thread = await threads.ensure(conn, event.subject, cause=event.id)
+    body = MessageCreate(
+        role="user", content=data.content, attachments=data.attachments, metadata=data.metadata
+    )
+    await messages.create(conn, thread.id, body, cause=event.id, source_event_id=event.id)
+    options = data.run or RunOptions()
+    if await runs.active(conn, thread.id) is not None:
+        await runs.fold(conn, thread.id, assistant.id, options, cause=event.id)
+        return
+    await runs.create(
+        conn, thread.id, assistant, options, expires_seconds=expires_seconds, cause=event.id
+    )
+
+
+async def _reject(
+    conn: asyncpg.Connection,
+    record: Record,
+    event_id: str | None,
+    reason: str,
+    code: str,
+    thread_id: str | None = None,
+) -> None:
+    """Park the record on the DLQ with the reason and tell the sender with an `error` event."""
+    key = thread_id or record.key
+    letter = DeadLetter(
+        id=new_id("dlq"),
+        reason=reason,
+        event_id=event_id,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value.decode("utf-8", errors="replace"),
+        failed_at=datetime.now(UTC),
+    )
+    await outbox.enqueue(conn, topics.DLQ, key, letter)
+    error = {
+        "error": {"message": reason, "type": "invalid_request_error", "param": None, "code": code},
+        "event_id": event_id,
+    }
+    await outbox.enqueue(conn, topics.EVENTS, key, outbox.event("error", key or "", error, event_id))
+    log.info("rejected inbound event %s: %s", event_id, reason)
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""tool-executor: runs server-side tool calls, scaled on its own."""
