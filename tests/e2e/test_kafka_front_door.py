@@ -1,0 +1,173 @@
+"""User story: another backend converses with an assistant over Kafka only."""
+
+import json
+import subprocess
+import sys
+import uuid
+
+import asyncpg
+import pytest
+from openai import OpenAI
+
+from tests.fakes.model_server import ScriptedModelServer
+from tests.kafka_tap import KafkaTap, user_message
+from tests.system import System, wait_until
+
+RUN_EVENTS = ["thread.run.created", "thread.run.queued", "thread.run.in_progress",
+              "thread.run.completed"]  # fmt: skip
+
+
+def new_thread_id() -> str:
+    return f"thread_{uuid.uuid4().hex}"
+
+
+def types(events: list[dict[str, object]]) -> list[object]:
+    return [e["type"] for e in events]
+
+
+@pytest.fixture
+def tutor(client: OpenAI) -> str:
+    return client.beta.assistants.create(name="Math Tutor", model="gpt-4o").id
+
+
+def test_conversation_over_kafka(
+    tap: KafkaTap, tutor: str, model: ScriptedModelServer, client: OpenAI, system: System
+) -> None:
+    model.script("3x + 11 = 14", reply="x = 1.")
+    model.script("explain", reply="Subtract 11, then divide by 3.")
+    thread_id = new_thread_id()
+    first = user_message(thread_id, tutor, "I need to solve the equation `3x + 11 = 14`.")
+    tap.publish(first, key=thread_id)
+
+    def completed(n: int) -> list[dict[str, object]]:
+        done = [e for e in tap.events(thread_id) if e["type"] == "thread.message.completed"]
+        return done if len(done) >= n else []
+
+    reply = wait_until(lambda: completed(1))[0]
+    assert reply["data"]["content"][0]["text"]["value"] == "x = 1."  # type: ignore[index]
+    assert reply["causationid"] == first["id"]
+    events = tap.events(thread_id)
+    assert types(events)[:2] == ["thread.created", "thread.message.created"]
+    assert [t for t in types(events) if str(t).startswith("thread.run.") and ".step." not in str(t)] == RUN_EVENTS
+    assert all(e["causationid"] == first["id"] for e in events)
+    assert all(e["specversion"] == "1.0" and e["id"].startswith("evt_") for e in events)  # type: ignore[union-attr]
+
+    second = user_message(thread_id, tutor, "Could you explain this to me?")
+    tap.publish(second, key=thread_id)
+    reply = wait_until(lambda: completed(2))[1]
+    assert reply["data"]["content"][0]["text"]["value"] == "Subtract 11, then divide by 3."  # type: ignore[index]
+    assert reply["causationid"] == second["id"]
+
+    # The same conversation is visible through the HTTP API, in order.
+    listed = client.beta.threads.messages.list(thread_id=thread_id, order="asc")
+    assert [m.role for m in listed.data] == ["user", "assistant", "user", "assistant"]
+
+    # And the archiver kept it: `threadbus export` prints the transcript as JSONL.
+    def exported() -> list[dict[str, object]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "services.core.cli", "export", thread_id],
+            env=system.env | {"THREADBUS_DATABASE_URL": system.infra.database_url},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        return lines if len(lines) == 4 else []
+
+    transcript = wait_until(exported, timeout=30, interval=0.5)
+    assert [(m["role"], m["text"]) for m in transcript] == [
+        ("user", "I need to solve the equation `3x + 11 = 14`."),
+        ("assistant", "x = 1."),
+        ("user", "Could you explain this to me?"),
+        ("assistant", "Subtract 11, then divide by 3."),
+    ]
+
+
+def test_duplicate_event_gives_one_message_and_one_run(
+    tap: KafkaTap, tutor: str, client: OpenAI
+) -> None:
+    thread_id = new_thread_id()
+    event = user_message(thread_id, tutor, "Only once, please.")
+    tap.publish(event, key=thread_id)
+    tap.publish(event, key=thread_id)
+    wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
+    tap.publish(event, key=thread_id)  # a late redelivery, after the run finished
+    marker = user_message(thread_id, tutor, "marker")
+    tap.publish(marker, key=thread_id)
+    wait_until(lambda: len([e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"]) == 2)
+
+    runs = client.beta.threads.runs.list(thread_id=thread_id)
+    assert len(runs.data) == 2
+    texts = [m.content[0].text.value for m in  # type: ignore[union-attr]
+             client.beta.threads.messages.list(thread_id=thread_id, order="asc").data]  # fmt: skip
+    assert texts == ["Only once, please.", "Echo: Only once, please.", "marker", "Echo: marker"]
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (json.dumps({"specversion": "1.0", "id": "x", "source": "t", "type": "nope"}).encode(),
+         "not a valid Threadbus inbound event"),
+        ("missing-content", "data.content"),
+        ("bad-thread-id", "subject"),
+        ("unknown-assistant", "No assistant found with id 'asst_nope'"),
+    ],
+)
+def test_bad_events_land_on_the_dlq_with_a_reason(
+    tap: KafkaTap, tutor: str, record: bytes | str, reason: str
+) -> None:
+    thread_id = new_thread_id()
+    if record == "missing-content":
+        event = user_message(thread_id, tutor, "x")
+        del event["data"]["content"]
+        record = json.dumps(event).encode()
+    elif record == "bad-thread-id":
+        record = json.dumps(user_message("not a thread id", tutor, "x")).encode()
+    elif record == "unknown-assistant":
+        record = json.dumps(user_message(thread_id, "asst_nope", "x")).encode()
+    assert isinstance(record, bytes)
+    tap.publish(record, key=thread_id)
+
+    letter = wait_until(lambda: [d for d in tap.dead_letters() if d["value"] == record.decode()])[0]
+    assert reason in letter["reason"]
+    assert letter["topic"] == "threadbus.inbound" and letter["offset"] is not None
+    error = wait_until(
+        lambda: [e for e in tap.events() if e["type"] == "error" and e["subject"] == letter["key"]
+                 and e["data"]["error"]["message"] == letter["reason"]]  # fmt: skip
+    )[0]
+    assert error["data"]["event_id"] == letter["event_id"]
+
+    # The consumer kept going: a good event right after is answered.
+    good = user_message(thread_id, tutor, "still there?")
+    tap.publish(good, key=thread_id)
+    wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
+
+
+async def test_unknown_assistant_leaves_no_thread_behind(
+    tap: KafkaTap, system: System
+) -> None:
+    thread_id = new_thread_id()
+    tap.publish(user_message(thread_id, "asst_missing", "hello"), key=thread_id)
+    wait_until(lambda: [d for d in tap.dead_letters() if thread_id in d["value"]])
+    conn = await asyncpg.connect(system.infra.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM threads WHERE id = $1", thread_id) == 0
+    finally:
+        await conn.close()
+
+
+def test_message_during_an_active_run_is_folded_into_the_next_run(
+    tap: KafkaTap, tutor: str, model: ScriptedModelServer, client: OpenAI
+) -> None:
+    model.script("slow question", reply="slow answer", delay_s=2)
+    thread_id = new_thread_id()
+    tap.publish(user_message(thread_id, tutor, "slow question"), key=thread_id)
+    model.wait_for_request("slow question", timeout=30)
+    tap.publish(user_message(thread_id, tutor, "and another thing"), key=thread_id)
+    wait_until(lambda: len([e for e in tap.events(thread_id)
+                            if e["type"] == "thread.run.completed"]) == 2)  # fmt: skip
+    runs = client.beta.threads.runs.list(thread_id=thread_id)
+    assert [r.status for r in runs.data] == ["completed", "completed"]
+    texts = [m.content[0].text.value for m in  # type: ignore[union-attr]
+             client.beta.threads.messages.list(thread_id=thread_id, order="asc").data]  # fmt: skip
+    assert texts[-1] == "Echo: and another thing"
+    assert "slow answer" in texts

