@@ -47,13 +47,13 @@ ResponseFormat = (
 class CodeInterpreterResources(WireModel):
     """Files the code interpreter sees."""
 
-    file_ids: Annotated[list[str], Field(max_length=20)] = []
+    file_ids: Annotated[list[str], Field(max_length=20)] = Field(default_factory=list)
 
 
 class FileSearchResources(WireModel):
     """Vector stores the file_search tool searches."""
 
-    vector_store_ids: Annotated[list[str], Field(max_length=1)] = []
+    vector_store_ids: Annotated[list[str], Field(max_length=1)] = Field(default_factory=list)
 
 
 class ToolResources(WireModel):
@@ -76,7 +76,7 @@ class Assistant(WireModel):
     description: str | None = None
     model: str
     instructions: str | None = None
-    tools: list[Tool] = []
+    tools: list[Tool] = Field(default_factory=list)
     tool_resources: ToolResources | None = None
     metadata: Metadata | None = None
     temperature: float | None = None

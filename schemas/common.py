@@ -70,9 +70,7 @@ class FileSearchTool(WireModel):
     file_search: FileSearchOptions | None = None
 
 
-Tool = Annotated[
-    FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")
-]
+Tool = Annotated[FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")]
 
 
 class ErrorBody(WireModel):

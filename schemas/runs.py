@@ -111,7 +111,7 @@ class Run(WireModel):
     incomplete_details: RunIncompleteDetails | None = None
     model: str
     instructions: str
-    tools: list[Tool] = []
+    tools: list[Tool] = Field(default_factory=list)
     metadata: Metadata | None = None
     usage: Usage | None = None
     temperature: float | None = None
@@ -141,7 +141,7 @@ class ToolCallsStepDetails(WireModel):
     """Details of a tool_calls step: the calls, each shaped by its tool type."""
 
     type: Literal["tool_calls"] = "tool_calls"
-    tool_calls: list[dict[str, Any]] = []
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
 
 StepDetails = Annotated[

@@ -57,7 +57,7 @@ class Text(WireModel):
     """Text with its annotations."""
 
     value: str
-    annotations: list[Annotation] = []
+    annotations: list[Annotation] = Field(default_factory=list)
 
 
 class TextContent(WireModel):
@@ -121,7 +121,7 @@ class Attachment(WireModel):
     """A file attached to a message."""
 
     file_id: str
-    tools: list[AttachmentTool] = []
+    tools: list[AttachmentTool] = Field(default_factory=list)
 
 
 class MessageIncompleteDetails(WireModel):
@@ -145,8 +145,8 @@ class Message(WireModel):
     completed_at: int | None = None
     incomplete_at: int | None = None
     role: Literal["user", "assistant"]
-    content: list[MessageContent] = []
+    content: list[MessageContent] = Field(default_factory=list)
     assistant_id: str | None = None
     run_id: str | None = None
-    attachments: list[Attachment] | None = []
+    attachments: list[Attachment] | None = Field(default_factory=list)
     metadata: Metadata | None = None

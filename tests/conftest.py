@@ -70,8 +70,6 @@ def client(system: System) -> Iterator[OpenAI]:
     """The official SDK, validating every response strictly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        sdk = OpenAI(
-            base_url=system.api_url, api_key="test-key", _strict_response_validation=True
-        )
+        sdk = OpenAI(base_url=system.api_url, api_key="test-key", _strict_response_validation=True)
     yield sdk
     sdk.close()

@@ -46,13 +46,18 @@ class KafkaTap:
         """Send one record to `threadbus.inbound` and wait for the broker's ack."""
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         assert self._producer is not None
-        self._call(self._producer.send_and_wait(topics.INBOUND, raw, key=key.encode() if key else None))
+        self._call(
+            self._producer.send_and_wait(topics.INBOUND, raw, key=key.encode() if key else None)
+        )
 
     def events(self, subject: str | None = None) -> list[dict[str, Any]]:
         """Outbound events seen so far, optionally only one thread's."""
         with self._lock:
-            return [v for t, v in self._records
-                    if t == topics.EVENTS and (subject is None or v.get("subject") == subject)]  # fmt: skip
+            return [
+                v
+                for t, v in self._records
+                if t == topics.EVENTS and (subject is None or v.get("subject") == subject)
+            ]
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """DLQ entries seen so far."""

@@ -52,7 +52,9 @@ class Infrastructure:
             kafka = EmbeddedKafka(free_port(), self.workdir / "kafka.log")
             self.bootstrap = kafka.start()
             self._stops.append(kafka.stop)
-        asyncio.run(prepare(self.database_url, self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"])))
+        asyncio.run(
+            prepare(self.database_url, self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"]))
+        )
         return self
 
     def _start_containers(self) -> None:

@@ -35,7 +35,7 @@ async def _export(thread_id: str, events: bool) -> int:
     finally:
         await conn.close()
     if count == 0:
-        print(f"threadbus: nothing archived for {thread_id!r}", file=sys.stderr)  # noqa: T201
+        print(f"threadbus: nothing archived for {thread_id!r}", file=sys.stderr)
         return 1
     return 0
 
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         return up()
     if args.command == "migrate":
         applied = asyncio.run(db.migrate(_env("database_url")))
-        print(f"applied {len(applied)} migration(s)")  # noqa: T201
+        print(f"applied {len(applied)} migration(s)")
         return 0
     if args.command == "create-topics":
         created = asyncio.run(
             bus.create_topics(_env("kafka_bootstrap_servers"), int(_env("partitions")))
         )
-        print(f"created {len(created)} topic(s)")  # noqa: T201
+        print(f"created {len(created)} topic(s)")
         return 0
     return asyncio.run(_export(args.thread_id, args.events))
 

@@ -40,7 +40,10 @@ async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
 
 def migrations_dir() -> Path:
     """`migrations/` beside the working directory, else beside the source tree."""
-    for candidate in (Path.cwd() / "migrations", Path(__file__).resolve().parents[2] / "migrations"):
+    for candidate in (
+        Path.cwd() / "migrations",
+        Path(__file__).resolve().parents[2] / "migrations",
+    ):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("no migrations/ directory found beside the working directory")

@@ -74,8 +74,10 @@ def _open_up(install: Path) -> None:
             (Path(root) / name).chmod(0o755)
         for name in files:
             file = Path(root) / name
-            file.chmod(file.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-                       if os.access(file, os.X_OK) else file.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)  # fmt: skip
+            mode = file.stat().st_mode | stat.S_IRGRP | stat.S_IROTH
+            if mode & stat.S_IXUSR:
+                mode |= stat.S_IXGRP | stat.S_IXOTH
+            file.chmod(mode)
 
 
 class EmbeddedPostgres:

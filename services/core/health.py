@@ -13,7 +13,7 @@ ReadyCheck = Callable[[], Awaitable[bool]]
 class HealthServer:
     """Answers GET /healthz with 200 while the event loop runs, /readyz with 200 or 503."""
 
-    def __init__(self, port: int, ready: ReadyCheck, host: str = "0.0.0.0"):  # noqa: S104
+    def __init__(self, port: int, ready: ReadyCheck, host: str = "0.0.0.0"):
         self._port = port
         self._host = host
         self._ready = ready
@@ -50,7 +50,8 @@ class HealthServer:
             body = status.encode()
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (TimeoutError, ConnectionError):

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
 import openai
 
 log = logging.getLogger(__name__)
@@ -17,10 +16,15 @@ NOT_CONFIGURED = (
 )
 
 
+FailureCode = Literal["server_error", "rate_limit_exceeded", "invalid_prompt"]
+
+
 class ModelFailure(Exception):
     """The model could not answer; terminal for the run."""
 
-    def __init__(self, code: Literal["server_error", "rate_limit_exceeded", "invalid_prompt"], message: str):
+    def __init__(
+        self, code: Literal["server_error", "rate_limit_exceeded", "invalid_prompt"], message: str
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -51,7 +55,6 @@ class ModelClient:
         timeout: float = 120.0,
         max_retries: int = 3,
         backoff: float = 0.5,
-        http_client: httpx.AsyncClient | None = None,
     ):
         self.configured = bool(base_url or api_key)
         self.base_url = base_url or "https://api.openai.com/v1"
@@ -62,7 +65,6 @@ class ModelClient:
             api_key=api_key or "unused",
             timeout=timeout,
             max_retries=0,
-            http_client=http_client,
         )
 
     async def close(self) -> None:
@@ -78,16 +80,28 @@ class ModelClient:
         for attempt in range(self._retries + 1):
             try:
                 return await self._stream(request, on_delta)
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+            except (
+                openai.RateLimitError,
+                openai.InternalServerError,
+                openai.APIConnectionError,
+            ) as exc:
                 if attempt == self._retries:
-                    code = "rate_limit_exceeded" if isinstance(exc, openai.RateLimitError) else "server_error"
+                    code: FailureCode = (
+                        "rate_limit_exceeded"
+                        if isinstance(exc, openai.RateLimitError)
+                        else "server_error"
+                    )
                     raise ModelFailure(code, f"The model endpoint failed: {exc}") from exc
                 delay = self._backoff * 2**attempt
                 log.warning("model call failed (%s); retry %d in %.1fs", exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
             except openai.APIStatusError as exc:
-                code = "invalid_prompt" if exc.status_code == 400 else "server_error"
-                raise ModelFailure(code, f"The model endpoint refused the request: {exc}") from exc
+                refused: FailureCode = (
+                    "invalid_prompt" if exc.status_code == 400 else "server_error"
+                )
+                raise ModelFailure(
+                    refused, f"The model endpoint refused the request: {exc}"
+                ) from exc
         raise AssertionError("unreachable")
 
     async def _stream(self, request: dict[str, Any], on_delta: OnDelta | None) -> Completion:
@@ -110,7 +124,9 @@ class ModelClient:
                         if on_delta is not None:
                             await on_delta(delta.content)
                     for call in delta.tool_calls or []:
-                        slot = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+                        slot = calls.setdefault(
+                            call.index, {"id": None, "name": "", "arguments": ""}
+                        )
                         if call.id:
                             slot["id"] = call.id
                         if call.function is not None:

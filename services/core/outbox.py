@@ -77,14 +77,17 @@ class Relay:
                 await self._lead()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, KafkaError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, KafkaError) as exc:
                 log.warning("outbox relay: %s; retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
 
     async def _lead(self) -> None:
         conn = await db.connect(self._dsn)
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK):
+            # Another process's relay holds the lock; poll until it goes away.
+            while not await conn.fetchval(  # noqa: ASYNC110
+                "SELECT pg_try_advisory_lock($1)", _RELAY_LOCK
+            ):
                 await asyncio.sleep(self._idle)
             await conn.add_listener("threadbus_outbox", self._on_notify)
             log.info("outbox relay active")
@@ -116,6 +119,8 @@ class Relay:
             for row in rows
         ]
         await asyncio.gather(*sends)
-        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        await conn.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
         self.published += len(rows)
         return len(rows)

@@ -35,6 +35,8 @@ class UpSettings(BaseSettings):
     partitions: int = 8
     embedded_postgres_port: int = Field(default=54329)
     embedded_kafka_port: int = Field(default=59092)
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     health_port_base: int = Field(
         default=0, description="Workers' probe ports start here (0: 8081-8084)."
     )
@@ -140,10 +142,10 @@ def up() -> int:
             child = ServiceProcess(name, env)
             child.start()
             children.append(child)
-        model = os.environ.get("OPENAI_BASE_URL") or (
-            "https://api.openai.com/v1" if os.environ.get("OPENAI_API_KEY") else None
+        model = settings.openai_base_url or (
+            "https://api.openai.com/v1" if settings.openai_api_key else None
         )
-        print(  # noqa: T201 - the banner is the command's output
+        print(
             f"\nThreadbus is up.\n"
             f"  API:     http://localhost:{settings.api_port}/v1  (GET /healthz)\n"
             f"  Model:   {model or 'none configured: set OPENAI_BASE_URL / OPENAI_API_KEY'}\n"

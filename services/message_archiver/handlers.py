@@ -28,7 +28,9 @@ async def on_event(message: KafkaMessage, runtime: RuntimeDep) -> None:
         event_id, event_type = event["id"], event["type"]
     except (ValueError, KeyError, TypeError) as exc:
         # Only Threadbus writes this topic; a record without id/type is logged and skipped.
-        log.error("unarchivable record at offset %s: %s", message.raw_message.offset, exc)
+        raw = message.raw_message
+        offset = None if isinstance(raw, tuple) else raw.offset
+        log.error("unarchivable record at offset %s: %s", offset, exc)
         return
     async with runtime.pool.acquire() as conn:
         if not await archive.append(conn, event):

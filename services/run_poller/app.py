@@ -40,7 +40,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             yield
         finally:
             await loops.stop()
-            await engine.shutdown(timeout=10)
+            await engine.shutdown(grace=10)
             await model.close()
 
 

@@ -11,11 +11,11 @@ from schemas.requests import RunOptions
 from schemas.runs import Run, RunStep
 from schemas.threads import Message
 from services.core import outbox, runstate
+from services.core.errors import NotFound
 from services.core.ids import new_id
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import assistants, messages, runs, steps
-from services.core.errors import NotFound
 from services.run_poller.context import chat_request
 from services.run_poller.settings import Settings
 
@@ -50,7 +50,11 @@ class Engine:
                 return False
             if claim.previous_status == "queued":
                 await outbox.emit(
-                    conn, "thread.run.in_progress", claim.run.thread_id, claim.run, claim.lease.cause
+                    conn,
+                    "thread.run.in_progress",
+                    claim.run.thread_id,
+                    claim.run,
+                    claim.lease.cause,
                 )
         task = asyncio.create_task(self._drive(claim), name=f"run {run_id}")
         self._tasks[run_id] = task
@@ -79,13 +83,13 @@ class Engine:
             if await self.offer(row["id"]):
                 log.info("re-driving run %s", row["id"])
 
-    async def shutdown(self, timeout: float) -> None:
-        """Let runs in flight finish for `timeout` seconds, then cancel the rest.
+    async def shutdown(self, grace: float) -> None:
+        """Let runs in flight finish for `grace` seconds, then cancel the rest.
 
         A cancelled run keeps its lease until it expires; another run-poller then takes it over.
         """
         if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+            await asyncio.wait(list(self._tasks.values()), timeout=grace)
         for task in list(self._tasks.values()):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -190,17 +194,25 @@ class Engine:
     ) -> None:
         error = {"code": failure.code, "message": failure.message}
         async with self._pool.acquire() as conn, conn.transaction():
-            thread_id = await conn.fetchval("SELECT thread_id FROM runs WHERE id = $1", lease.run_id)
+            thread_id = await conn.fetchval(
+                "SELECT thread_id FROM runs WHERE id = $1", lease.run_id
+            )
             await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)
             await runstate.hold(conn, lease)
             if reply is not None:
                 message = await messages.finish(
                     conn, reply.id, content=[], incomplete_reason="run_failed"
                 )
-                await outbox.emit(conn, "thread.message.incomplete", thread_id, message, lease.cause)
+                await outbox.emit(
+                    conn, "thread.message.incomplete", thread_id, message, lease.cause
+                )
             if step is not None:
-                step_error = {**error, "code": "rate_limit_exceeded"
-                              if failure.code == "rate_limit_exceeded" else "server_error"}
+                step_error = {
+                    **error,
+                    "code": "rate_limit_exceeded"
+                    if failure.code == "rate_limit_exceeded"
+                    else "server_error",
+                }
                 closed = await steps.close(conn, step.id, "failed", last_error=step_error)
                 await outbox.emit(conn, "thread.run.step.failed", thread_id, closed, lease.cause)
             run = await runstate.transition(

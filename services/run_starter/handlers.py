@@ -20,6 +20,7 @@ RuntimeDep = Annotated[Runtime, Context("runtime")]
 async def on_inbound(message: KafkaMessage, runtime: RuntimeDep) -> None:
     """Apply one inbound CloudEvent; bad ones go to the DLQ. The offset commits after commit."""
     raw = message.raw_message
+    assert not isinstance(raw, tuple)  # a single-record subscriber, not a batch one
     key = raw.key.decode("utf-8", errors="replace") if raw.key else None
     record = Record(
         value=message.body, topic=raw.topic, partition=raw.partition, offset=raw.offset, key=key

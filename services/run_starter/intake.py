@@ -35,12 +35,11 @@ class Record:
 
 async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) -> str:
     """Apply one inbound record exactly once; returns what happened (for logs and tests)."""
+    problem: str | None = None
     try:
         payload: Any = json.loads(record.value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         payload, problem = None, f"the record is not JSON: {exc}"
-    else:
-        problem = None
     event_id = payload.get("id") if isinstance(payload, dict) else None
     event_id = event_id if isinstance(event_id, str) and event_id else None
     async with pool.acquire() as conn, conn.transaction():
@@ -58,7 +57,9 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
             async with conn.transaction():
                 await _apply(conn, event, expires_seconds)
         except ThreadbusError as err:
-            await _reject(conn, record, event_id, err.message, err.code or "invalid_request", event.subject)
+            await _reject(
+                conn, record, event_id, err.message, err.code or "invalid_request", event.subject
+            )
             return "rejected"
     return "accepted"
 
@@ -133,7 +134,9 @@ async def _reject(
         "error": {"message": reason, "type": "invalid_request_error", "param": None, "code": code},
         "event_id": event_id,
     }
-    await outbox.enqueue(conn, topics.EVENTS, key, outbox.event("error", key or "", error, event_id))
+    await outbox.enqueue(
+        conn, topics.EVENTS, key, outbox.event("error", key or "", error, event_id)
+    )
     log.info("rejected inbound event %s: %s", event_id, reason)
 
 

@@ -26,8 +26,11 @@ async def test_run_poller_killed_mid_answer(
     assert replacement.alive
 
     done = wait_until(
-        lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status
-        == "completed" and r,
+        lambda: (
+            (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status
+            == "completed"
+            and r
+        ),
         timeout=60,
     )
     assert done.usage is not None
@@ -37,7 +40,8 @@ async def test_run_poller_killed_mid_answer(
     assert replies[0].content[0].text.value == "Answered after the crash."  # type: ignore[union-attr]
     assert replies[0].status == "completed"
     steps = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data
-    assert len(steps) == 1 and steps[0].status == "completed"
+    assert len(steps) == 1
+    assert steps[0].status == "completed"
 
     conn = await asyncpg.connect(system.infra.database_url)
     try:

@@ -48,7 +48,9 @@ def test_conversation_over_kafka(
     assert reply["causationid"] == first["id"]
     events = tap.events(thread_id)
     assert types(events)[:2] == ["thread.created", "thread.message.created"]
-    assert [t for t in types(events) if str(t).startswith("thread.run.") and ".step." not in str(t)] == RUN_EVENTS
+    assert [
+        t for t in types(events) if str(t).startswith("thread.run.") and ".step." not in str(t)
+    ] == RUN_EVENTS
     assert all(e["causationid"] == first["id"] for e in events)
     assert all(e["specversion"] == "1.0" and e["id"].startswith("evt_") for e in events)  # type: ignore[union-attr]
 
@@ -92,7 +94,9 @@ def test_duplicate_event_gives_one_message_and_one_run(
     tap.publish(event, key=thread_id)  # a late redelivery, after the run finished
     marker = user_message(thread_id, tutor, "marker")
     tap.publish(marker, key=thread_id)
-    wait_until(lambda: len([e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"]) == 2)
+    wait_until(
+        lambda: len([e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"]) == 2
+    )
 
     runs = client.beta.threads.runs.list(thread_id=thread_id)
     assert len(runs.data) == 2
@@ -105,8 +109,10 @@ def test_duplicate_event_gives_one_message_and_one_run(
     ("record", "reason"),
     [
         (b"{not json", "not JSON"),
-        (json.dumps({"specversion": "1.0", "id": "x", "source": "t", "type": "nope"}).encode(),
-         "not a valid Threadbus inbound event"),
+        (
+            json.dumps({"specversion": "1.0", "id": "x", "source": "t", "type": "nope"}).encode(),
+            "not a valid Threadbus inbound event",
+        ),
         ("missing-content", "data.content"),
         ("bad-thread-id", "subject"),
         ("unknown-assistant", "No assistant found with id 'asst_nope'"),
@@ -129,10 +135,16 @@ def test_bad_events_land_on_the_dlq_with_a_reason(
 
     letter = wait_until(lambda: [d for d in tap.dead_letters() if d["value"] == record.decode()])[0]
     assert reason in letter["reason"]
-    assert letter["topic"] == "threadbus.inbound" and letter["offset"] is not None
+    assert letter["topic"] == "threadbus.inbound"
+    assert letter["offset"] is not None
     error = wait_until(
-        lambda: [e for e in tap.events() if e["type"] == "error" and e["subject"] == letter["key"]
-                 and e["data"]["error"]["message"] == letter["reason"]]  # fmt: skip
+        lambda: [
+            e
+            for e in tap.events()
+            if e["type"] == "error"
+            and e["subject"] == letter["key"]
+            and e["data"]["error"]["message"] == letter["reason"]
+        ]
     )[0]
     assert error["data"]["event_id"] == letter["event_id"]
 
@@ -142,9 +154,7 @@ def test_bad_events_land_on_the_dlq_with_a_reason(
     wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
 
 
-async def test_unknown_assistant_leaves_no_thread_behind(
-    tap: KafkaTap, system: System
-) -> None:
+async def test_unknown_assistant_leaves_no_thread_behind(tap: KafkaTap, system: System) -> None:
     thread_id = new_thread_id()
     tap.publish(user_message(thread_id, "asst_missing", "hello"), key=thread_id)
     wait_until(lambda: [d for d in tap.dead_letters() if thread_id in d["value"]])

@@ -31,7 +31,8 @@ def test_math_tutor_answers_in_a_thread(client: OpenAI, model: ScriptedModelServ
 
     run = client.beta.threads.runs.poll(run.id, thread_id=thread.id)
     assert run.status == "completed"
-    assert run.completed_at is not None and run.started_at is not None
+    assert run.completed_at is not None
+    assert run.started_at is not None
     assert run.expires_at is None
     assert run.usage is not None
     assert run.usage.total_tokens == run.usage.prompt_tokens + run.usage.completion_tokens > 0
@@ -52,7 +53,8 @@ def test_math_tutor_answers_in_a_thread(client: OpenAI, model: ScriptedModelServ
     steps = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id)
     assert len(steps.data) == 1
     step = steps.data[0]
-    assert step.type == "message_creation" and step.status == "completed"
+    assert step.type == "message_creation"
+    assert step.status == "completed"
     assert step.step_details.type == "message_creation"
     assert step.step_details.message_creation.message_id == reply.id
     assert step.usage is not None
@@ -64,9 +66,7 @@ def test_math_tutor_answers_in_a_thread(client: OpenAI, model: ScriptedModelServ
         thread_id=thread.id, assistant_id=assistant.id
     )
     assert second.status == "completed"
-    newer = client.beta.threads.messages.list(
-        thread_id=thread.id, order="asc", after=follow_up.id
-    )
+    newer = client.beta.threads.messages.list(thread_id=thread.id, order="asc", after=follow_up.id)
     assert [m.content[0].text.value for m in newer.data] == [EXPLANATION]  # type: ignore[union-attr]
     assert newer.data[0].run_id == second.id
 

@@ -68,7 +68,8 @@ def test_up_with_no_model_then_restart_keeps_data(tmp_path: Path) -> None:
             thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100
         )
         assert run.status == "failed"
-        assert run.last_error is not None and run.last_error.message == NOT_CONFIGURED
+        assert run.last_error is not None
+        assert run.last_error.message == NOT_CONFIGURED
     finally:
         code = stop_up(proc)
     assert code == 0

@@ -62,9 +62,7 @@ async def retrieve_run(
 
 
 @router.get("/{run_id}/steps")
-async def list_run_steps(
-    thread_id: str, run_id: str, conn: Conn, listing: Listing
-) -> JSONResponse:
+async def list_run_steps(thread_id: str, run_id: str, conn: Conn, listing: Listing) -> JSONResponse:
     """List a run's steps."""
     await runs.get(conn, thread_id, run_id)
     return out(

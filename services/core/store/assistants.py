@@ -78,7 +78,10 @@ async def update(conn: asyncpg.Connection, assistant_id: str, body: AssistantUpd
 
 async def delete(conn: asyncpg.Connection, assistant_id: str) -> None:
     """Delete the assistant; runs keep their snapshot of it."""
-    if await conn.fetchval("DELETE FROM assistants WHERE id = $1 RETURNING id", assistant_id) is None:
+    if (
+        await conn.fetchval("DELETE FROM assistants WHERE id = $1 RETURNING id", assistant_id)
+        is None
+    ):
         raise NotFound.of("assistant", assistant_id)
 
 

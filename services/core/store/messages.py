@@ -5,7 +5,7 @@ from typing import Any
 import asyncpg
 
 from schemas.common import Page
-from schemas.requests import MessageCreate, TextPart
+from schemas.requests import ContentPart, MessageCreate, TextPart
 from schemas.threads import Message
 from services.core import outbox
 from services.core.errors import NotFound
@@ -18,7 +18,7 @@ def render(row: dict[str, Any]) -> Message:
     return Message.model_validate(row)
 
 
-def content_parts(content: MessageCreate | Any) -> list[dict[str, Any]]:
+def content_parts(content: str | list[ContentPart]) -> list[dict[str, Any]]:
     """Request content (a string or parts) as stored message content."""
     if isinstance(content, str):
         return [{"type": "text", "text": {"value": content, "annotations": []}}]

@@ -119,7 +119,9 @@ async def wake(conn: asyncpg.Connection, run_id: str, thread_id: str) -> None:
 
 async def get(conn: asyncpg.Connection, thread_id: str, run_id: str) -> Run:
     """The run of that thread, or NotFound."""
-    row = await conn.fetchrow("SELECT * FROM runs WHERE id = $1 AND thread_id = $2", run_id, thread_id)
+    row = await conn.fetchrow(
+        "SELECT * FROM runs WHERE id = $1 AND thread_id = $2", run_id, thread_id
+    )
     if row is None:
         raise NotFound.of("run", run_id)
     return render(dict(row))
@@ -171,5 +173,7 @@ async def fold(
 
 async def take_pending(conn: asyncpg.Connection, thread_id: str) -> dict[str, Any] | None:
     """Remove and return the thread's pending run request, if any."""
-    row = await conn.fetchrow("DELETE FROM pending_runs WHERE thread_id = $1 RETURNING *", thread_id)
+    row = await conn.fetchrow(
+        "DELETE FROM pending_runs WHERE thread_id = $1 RETURNING *", thread_id
+    )
     return dict(row) if row is not None else None

@@ -93,8 +93,12 @@ async def close(
     step_details: dict[str, Any] | None = None,
 ) -> RunStep:
     """Move a step to a final status, stamping the matching `<status>_at` column."""
-    stamp = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at",
-             "expired": "expired_at"}[status]
+    stamp = {
+        "completed": "completed_at",
+        "failed": "failed_at",
+        "cancelled": "cancelled_at",
+        "expired": "expired_at",
+    }[status]
     row = await conn.fetchrow(
         f"UPDATE run_steps SET status = $2, {stamp} = epoch_now(), usage = coalesce($3, usage),"
         " last_error = $4, step_details = coalesce($5, step_details) WHERE id = $1 RETURNING *",

@@ -55,7 +55,10 @@ def test_a_second_run_on_a_busy_thread_is_400_not_409(client: OpenAI) -> None:
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    if client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status in ("queued", "in_progress"):
+    if client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status in (
+        "queued",
+        "in_progress",
+    ):
         with pytest.raises(openai.BadRequestError, match=f"already has an active run {run.id}"):
             client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
     client.beta.threads.runs.poll(run.id, thread_id=thread.id)

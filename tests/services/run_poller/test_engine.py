@@ -63,13 +63,16 @@ async def test_without_a_model_endpoint_the_run_fails_saying_what_to_set(
     assert run.last_error is not None
     assert run.last_error.code == "server_error"
     assert run.last_error.message == NOT_CONFIGURED
-    assert "OPENAI_BASE_URL" in run.last_error.message and "OPENAI_API_KEY" in run.last_error.message
-    assert run.failed_at is not None and run.expires_at is None
+    assert "OPENAI_BASE_URL" in run.last_error.message
+    assert "OPENAI_API_KEY" in run.last_error.message
+    assert run.failed_at is not None
+    assert run.expires_at is None
     await model.close()
 
 
 @pytest.mark.parametrize(
-    ("status", "code"), [(500, "server_error"), (429, "rate_limit_exceeded"), (400, "invalid_prompt")]
+    ("status", "code"),
+    [(500, "server_error"), (429, "rate_limit_exceeded"), (400, "invalid_prompt")],
 )
 async def test_a_failing_model_fails_the_run_after_bounded_retries(
     pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer, status: int, code: str
@@ -79,11 +82,14 @@ async def test_a_failing_model_fails_the_run_after_bounded_retries(
     engine = Engine(pool, client, settings(infra), "test")
     run = await drive(pool, engine, await queue_run(pool, f"fail-{status}"))
     assert run.status == "failed"
-    assert run.last_error is not None and run.last_error.code == code
+    assert run.last_error is not None
+    assert run.last_error.code == code
     tries = [r for r in model.requests if f"fail-{status}" in str(r["messages"])]
     assert len(tries) == (1 if status == 400 else 3)
     async with pool.acquire() as conn:
-        step = await conn.fetchrow("SELECT status, last_error FROM run_steps WHERE run_id = $1", run.id)
+        step = await conn.fetchrow(
+            "SELECT status, last_error FROM run_steps WHERE run_id = $1", run.id
+        )
         reply = await conn.fetchrow("SELECT status, incomplete_details FROM messages"
                                     " WHERE run_id = $1", run.id)  # fmt: skip
     assert step["status"] == "failed"
@@ -119,9 +125,10 @@ async def test_a_claimed_run_is_not_claimed_twice(
     run = await queue_run(pool, "twice")
     assert await first.offer(run.id)
     assert not await second.offer(run.id)
-    await first.shutdown(timeout=10)
+    await first.shutdown(grace=10)
     async with pool.acquire() as conn:
         done = await runs.get(conn, run.thread_id, run.id)
         replies = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run.id)
-    assert done.status == "completed" and replies == 1
+    assert done.status == "completed"
+    assert replies == 1
     await client.close()
