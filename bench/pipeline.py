@@ -41,7 +41,7 @@ class Watcher:
             bootstrap_servers=bootstrap,
             group_id=f"bench-{uuid.uuid4().hex[:8]}",
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=20,  # the broker answers fetches only after the max wait
         )
         self._waiting: dict[str, asyncio.Future[tuple[float, bool]]] = {}
         self._task: asyncio.Task[None] | None = None
