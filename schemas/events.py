@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from schemas.common import ErrorBody, Metadata
-from schemas.requests import ContentPart, RequestModel, RunOptions
+from schemas.requests import ContentPart, RequestModel, RunOptions, ToolOutput
 from schemas.runs import Run, RunStep
 from schemas.threads import Attachment, Message, Thread
 
@@ -54,13 +54,6 @@ class UserMessage(CloudEventBase):
     type: Literal["threadbus.user_message"]
     subject: ThreadId = Field(description="The thread id; a new id creates the thread.")
     data: UserMessageData
-
-
-class ToolOutput(RequestModel):
-    """The output of one tool call."""
-
-    tool_call_id: str
-    output: str
 
 
 class SubmitToolOutputsData(RequestModel):

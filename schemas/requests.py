@@ -138,3 +138,17 @@ class RunUpdate(RequestModel):
     """Body of `POST /threads/{thread_id}/runs/{run_id}`."""
 
     metadata: Metadata | None = None
+
+
+class ToolOutput(RequestModel):
+    """The output of one tool call, as submitted."""
+
+    tool_call_id: str
+    output: str
+
+
+class SubmitToolOutputsBody(RequestModel):
+    """Body of `POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs`."""
+
+    tool_outputs: list[ToolOutput]
+    stream: bool | None = None

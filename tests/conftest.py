@@ -1,5 +1,6 @@
 """Session fixtures: a scripted model, real Postgres and broker, and the five services."""
 
+import json
 import os
 import tempfile
 import warnings
@@ -10,8 +11,11 @@ import pytest
 from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
+from tests.fakes.webhook import SECRET, WebhookServer
 from tests.kafka_tap import KafkaTap
 from tests.system import Infrastructure, System
+
+PLUGIN_SITE = Path(__file__).parent / "fakes" / "plugin_site"
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +53,34 @@ def infra(workdir: Path) -> Iterator[Infrastructure]:
 
 
 @pytest.fixture(scope="session")
-def system(infra: Infrastructure, model: ScriptedModelServer, workdir: Path) -> Iterator[System]:
-    """Every service as its own process, talking to the scripted model."""
-    env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "test-key"}
+def webhook() -> Iterator[WebhookServer]:
+    """A webhook receiver that server-side function `ship_order` is configured to call."""
+    server = WebhookServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def system(
+    infra: Infrastructure, model: ScriptedModelServer, webhook: WebhookServer, workdir: Path
+) -> Iterator[System]:
+    """Every service as its own process, talking to the scripted model.
+
+    The tool-executor offers the functions of `tests/fakes/functions.py`, one of them through
+    a `threadbus.functions` entry point, and `ship_order` through a signed webhook.
+    """
+    env = {
+        "OPENAI_BASE_URL": model.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "PYTHONPATH": str(PLUGIN_SITE),
+        "THREADBUS_FUNCTIONS": ",".join(
+            f"{name}=tests.fakes.functions:{name}"
+            for name in ("lookup_weather", "slow_echo", "explode", "dawdle", "garbage")
+        ),
+        "THREADBUS_FUNCTION_WEBHOOKS": json.dumps({"ship_order": f"{webhook.url}/ship_order"}),
+        "THREADBUS_WEBHOOK_SECRET": SECRET,
+        "THREADBUS_TEST_CALL_LOG": str(workdir / "calls.log"),
+    }
     running = System(infra, env, workdir / "logs").start()
     yield running
     running.stop()

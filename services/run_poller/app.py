@@ -34,6 +34,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         owner_id = f"{socket.gethostname()}:{os.getpid()}"
         engine = Engine(runtime.pool, model, settings, owner_id)
         context.set_global("engine", engine)
+        context.set_global("runtime", runtime)
         loops = TaskOwner()
         loops.start(periodic(settings.sweep_interval_seconds, engine.sweep, "sweep"), "sweeper")
         try:

@@ -1,9 +1,39 @@
-"""What the model sees: a run's instructions and its thread's messages as a chat request."""
+"""What the model sees: a run's instructions, tools and its thread's timeline as a chat request."""
 
+from dataclasses import dataclass
 from typing import Any
+
+import asyncpg
 
 from schemas.runs import Run
 from schemas.threads import Message
+from services.core.store import messages, toolcalls
+from services.core.store.toolcalls import ToolCallRow
+
+
+@dataclass(frozen=True)
+class ToolTurn:
+    """A finished tool_calls step: the model's calls and their outputs."""
+
+    calls: list[ToolCallRow]
+
+
+TimelineItem = Message | ToolTurn
+
+
+async def timeline(conn: asyncpg.Connection, thread_id: str) -> list[TimelineItem]:
+    """The thread's messages and completed tool steps, in the order they happened."""
+    steps = await conn.fetch(
+        "SELECT id, seq FROM run_steps WHERE thread_id = $1 AND type = 'tool_calls'"
+        " AND status = 'completed' ORDER BY seq",
+        thread_id,
+    )
+    items: list[tuple[int, TimelineItem]] = [
+        (s["seq"], ToolTurn(await toolcalls.of_step(conn, s["id"]))) for s in steps
+    ]
+    rows = await conn.fetch("SELECT * FROM messages WHERE thread_id = $1", thread_id)
+    items += [(r["seq"], messages.render(dict(r))) for r in rows]
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 
 def _content(message: Message) -> str | list[dict[str, Any]]:
@@ -19,22 +49,63 @@ def _content(message: Message) -> str | list[dict[str, Any]]:
     return parts
 
 
-def chat_request(run: Run, history: list[Message], *, reply_id: str) -> dict[str, Any]:
-    """The Chat Completions request for the run's next turn.
+def _chat_messages(item: TimelineItem) -> list[dict[str, Any]]:
+    if isinstance(item, Message):
+        return [{"role": item.role, "content": _content(item)}]
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in item.calls
+    ]
+    answers = [
+        {"role": "tool", "tool_call_id": c.id, "content": c.output or ""} for c in item.calls
+    ]
+    return [{"role": "assistant", "content": None, "tool_calls": calls}, *answers]
 
-    `history` is the thread in order; the reply being written (`reply_id`) is left out.
-    """
-    messages = [m for m in history if m.id != reply_id and m.content]
+
+def _tools(run: Run) -> list[dict[str, Any]]:
+    tools = []
+    for tool in run.tools:
+        if tool.type == "function":
+            function = tool.function.model_dump(mode="json", exclude_none=True)
+            tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(run: Run) -> Any:
+    choice = run.tool_choice
+    if choice is None or isinstance(choice, str):
+        return choice
+    if choice.type == "function" and choice.function is not None:
+        return {"type": "function", "function": {"name": choice.function.name}}
+    return "required"  # a named built-in tool: the model must call a tool
+
+
+def chat_request(run: Run, items: list[TimelineItem]) -> dict[str, Any]:
+    """The Chat Completions request for the run's next turn."""
+    visible = [i for i in items if not isinstance(i, Message) or i.content]
     strategy = run.truncation_strategy
     if strategy is not None and strategy.type == "last_messages" and strategy.last_messages:
-        messages = messages[-strategy.last_messages :]
+        keep, seen = [], 0
+        for item in reversed(visible):
+            seen += isinstance(item, Message)
+            if seen > strategy.last_messages:
+                break
+            keep.append(item)
+        visible = list(reversed(keep))
     chat: list[dict[str, Any]] = []
     if run.instructions:
         chat.append({"role": "system", "content": run.instructions})
-    chat += [{"role": m.role, "content": _content(m)} for m in messages]
+    for item in visible:
+        chat += _chat_messages(item)
     request: dict[str, Any] = {"model": run.model, "messages": chat}
     if run.temperature is not None:
         request["temperature"] = run.temperature
     if run.top_p is not None:
         request["top_p"] = run.top_p
+    if tools := _tools(run):
+        request["tools"] = tools
+        if (choice := _tool_choice(run)) is not None:
+            request["tool_choice"] = choice
+        if not run.parallel_tool_calls:
+            request["parallel_tool_calls"] = False
     return request

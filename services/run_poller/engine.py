@@ -7,19 +7,17 @@ from typing import Any
 
 import asyncpg
 
-from schemas.requests import RunOptions
-from schemas.runs import Run, RunStep
-from schemas.threads import Message
 from services.core import outbox, runstate
-from services.core.errors import NotFound
 from services.core.ids import new_id
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
-from services.core.store import assistants, messages, runs, steps
-from services.run_poller.context import chat_request
+from services.run_poller import records
+from services.run_poller.context import chat_request, timeline
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ACTIVE = ["queued", "in_progress", "requires_action", "cancelling"]
 
 
 class Engine:
@@ -49,12 +47,9 @@ class Engine:
             if claim is None:
                 return False
             if claim.previous_status == "queued":
+                run = claim.run
                 await outbox.emit(
-                    conn,
-                    "thread.run.in_progress",
-                    claim.run.thread_id,
-                    claim.run,
-                    claim.lease.cause,
+                    conn, "thread.run.in_progress", run.thread_id, run, claim.lease.cause
                 )
         task = asyncio.create_task(self._drive(claim), name=f"run {run_id}")
         self._tasks[run_id] = task
@@ -68,10 +63,16 @@ class Engine:
                 "SELECT id, thread_id FROM runs WHERE status = ANY($1::text[])"
                 " AND expires_at <= epoch_now()"
                 " AND (lease_expires_at IS NULL OR lease_expires_at < now())",
-                ["queued", "in_progress", "requires_action", "cancelling"],
+                ACTIVE,
             )
             for row in overdue:
-                await self._expire(conn, row["id"], row["thread_id"])
+                async with conn.transaction():
+                    await records.lock_thread(conn, row["thread_id"])
+                    if await records.expire(conn, row["id"], row["thread_id"]):
+                        log.info("run %s expired", row["id"])
+                        await records.start_pending(
+                            conn, row["thread_id"], self._settings.run_expires_seconds
+                        )
             stale = await conn.fetch(
                 "SELECT id FROM runs WHERE (status = 'queued'"
                 " AND updated_at < now() - make_interval(secs => $1))"
@@ -123,136 +124,71 @@ class Engine:
                 return
 
     async def _turn(self, lease: Lease) -> None:
+        """One model turn: resume, ask the model, record what it said, decide what is next."""
         if not self._model.configured:
-            await self._fail(lease, None, None, ModelFailure("server_error", NOT_CONFIGURED))
+            await self._fail(lease, ModelFailure("server_error", NOT_CONFIGURED))
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            run = await runstate.hold(conn, lease)
-            step, reply = await self._open_reply(conn, run, lease.cause)
-            history = await messages.history(conn, run.thread_id)
-        try:
-            completion = await self._model.complete(chat_request(run, history, reply_id=reply.id))
-        except ModelFailure as failure:
-            await self._fail(lease, step, reply, failure)
-            return
-        await self._complete(lease, step, reply, completion)
-
-    async def _open_reply(
-        self, conn: asyncpg.Connection, run: Run, cause: str
-    ) -> tuple[RunStep, Message]:
-        """The message_creation step and its reply, reused when a re-driven run resumes."""
-        step = await steps.current(conn, run.id)
-        if step is not None and step.step_details.type == "message_creation":
-            message_id = step.step_details.message_creation.message_id
-            return step, await messages.get(conn, run.thread_id, message_id)
-        message_id = new_id("msg")
-        step = await steps.open_step(
-            conn,
-            run,
-            "message_creation",
-            {"type": "message_creation", "message_creation": {"message_id": message_id}},
-        )
-        reply = await messages.open_assistant_message(conn, run, message_id)
-        for type_, data in (
-            ("thread.run.step.created", step),
-            ("thread.run.step.in_progress", step),
-            ("thread.message.created", reply),
-            ("thread.message.in_progress", reply),
-        ):
-            await outbox.emit(conn, type_, run.thread_id, data, cause)
-        return step, reply
-
-    async def _complete(
-        self, lease: Lease, step: RunStep, reply: Message, completion: Completion
-    ) -> None:
-        usage = {
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-        }
-        content = [{"type": "text", "text": {"value": completion.text, "annotations": []}}]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", step.thread_id)
-            await runstate.hold(conn, lease)
-            message = await messages.finish(conn, reply.id, content=content)
-            closed = await steps.close(conn, step.id, "completed", usage=usage)
-            run = await runstate.transition(
-                conn, lease.run_id, "completed", lease=lease, fields={"usage": usage}
-            )
-            if run is None:
-                raise LeaseLost(lease.run_id)
-            for type_, data in (
-                ("thread.message.completed", message),
-                ("thread.run.step.completed", closed),
-                ("thread.run.completed", run),
-            ):
-                await outbox.emit(conn, type_, run.thread_id, data, lease.cause)
-            await self._start_pending(conn, run.thread_id)
-
-    async def _fail(
-        self, lease: Lease, step: RunStep | None, reply: Message | None, failure: ModelFailure
-    ) -> None:
-        error = {"code": failure.code, "message": failure.message}
-        async with self._pool.acquire() as conn, conn.transaction():
-            thread_id = await conn.fetchval(
-                "SELECT thread_id FROM runs WHERE id = $1", lease.run_id
-            )
-            await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)
-            await runstate.hold(conn, lease)
-            if reply is not None:
-                message = await messages.finish(
-                    conn, reply.id, content=[], incomplete_reason="run_failed"
-                )
-                await outbox.emit(
-                    conn, "thread.message.incomplete", thread_id, message, lease.cause
-                )
-            if step is not None:
-                step_error = {
-                    **error,
-                    "code": "rate_limit_exceeded"
-                    if failure.code == "rate_limit_exceeded"
-                    else "server_error",
-                }
-                closed = await steps.close(conn, step.id, "failed", last_error=step_error)
-                await outbox.emit(conn, "thread.run.step.failed", thread_id, closed, lease.cause)
-            run = await runstate.transition(
-                conn, lease.run_id, "failed", lease=lease, fields={"last_error": error}
-            )
-            if run is None:
-                raise LeaseLost(lease.run_id)
-            await outbox.emit(conn, "thread.run.failed", thread_id, run, lease.cause)
-            await self._start_pending(conn, thread_id)
-        log.info("run %s failed: %s", lease.run_id, failure.message)
-
-    async def _expire(self, conn: asyncpg.Connection, run_id: str, thread_id: str) -> None:
-        async with conn.transaction():
-            await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)
-            run = await runstate.transition(conn, run_id, "expired")
-            if run is None:
+            run = await records.hold(conn, lease)
+            waiting = await records.resume(conn, run, lease.cause)
+            if waiting:
+                await records.dispatch(conn, waiting)
+                await records.park(conn, lease, self._settings.tool_wait_seconds)
                 return
-            step = await steps.current(conn, run_id)
-            if step is not None:
-                closed = await steps.close(conn, step.id, "expired")
-                await outbox.emit(conn, "thread.run.step.expired", thread_id, closed, run_id)
-            await outbox.emit(conn, "thread.run.expired", thread_id, run, run_id)
-            await self._start_pending(conn, thread_id)
-        log.info("run %s expired", run_id)
-
-    async def _start_pending(self, conn: asyncpg.Connection, thread_id: str) -> None:
-        """Start the run that inbound messages folded in while this one was active."""
-        pending = await runs.take_pending(conn, thread_id)
-        if pending is None:
+            steps_taken = await conn.fetchval(
+                "SELECT count(*) FROM run_steps WHERE run_id = $1", run.id
+            )
+            items = await timeline(conn, run.thread_id)
+        if steps_taken >= self._settings.max_steps:
+            limit = self._settings.max_steps
+            await self._fail(lease, ModelFailure("server_error", f"The run took {limit} steps."))
             return
         try:
-            assistant = await assistants.get(conn, pending["assistant_id"])
-        except NotFound:
-            log.warning("pending run for %s dropped: its assistant is gone", thread_id)
+            completion = await self._model.complete(chat_request(run, items))
+        except ModelFailure as failure:
+            await self._fail(lease, failure)
             return
-        await runs.create(
-            conn,
-            thread_id,
-            assistant,
-            RunOptions.model_validate(pending["options"]),
-            expires_seconds=self._settings.run_expires_seconds,
-            cause=pending["cause_event_id"],
-        )
+        await self._record(lease, completion)
+
+    async def _record(self, lease: Lease, completion: Completion) -> None:
+        usage = records.usage_of(completion)
+        calls = self._tool_calls(completion)
+        async with self._pool.acquire() as conn, conn.transaction():
+            run = await records.hold(conn, lease)
+            total = await records.spend(conn, run.id, usage)
+            if completion.text or not calls:
+                reply_usage = usage if not calls else records.usage_of(Completion())
+                await records.write_reply(conn, run, completion.text, reply_usage, lease.cause)
+            if not calls:
+                await records.complete(conn, lease, total)
+                await records.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
+                return
+            if not run.parallel_tool_calls:
+                calls = calls[:1]
+            _, rows = await records.write_tool_step(conn, run, calls, usage, lease.cause)
+            await records.dispatch(conn, [r for r in rows if r.handler == "server"])
+            client = [r for r in rows if r.handler == "client"]
+            if client:
+                await records.require_action(conn, lease, client, lease.cause)
+            else:
+                await records.park(conn, lease, self._settings.tool_wait_seconds)
+
+    @staticmethod
+    def _tool_calls(completion: Completion) -> list[dict[str, Any]]:
+        """The model's calls, each with a unique `call_` id (some servers send none)."""
+        seen: set[str] = set()
+        calls = []
+        for call in completion.tool_calls:
+            call_id = call.get("id") or new_id("call")
+            if call_id in seen:
+                call_id = new_id("call")
+            seen.add(call_id)
+            calls.append({"id": call_id, "name": call["name"], "arguments": call["arguments"]})
+        return calls
+
+    async def _fail(self, lease: Lease, failure: ModelFailure) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            run = await records.hold(conn, lease)
+            await records.fail(conn, lease, run.thread_id, failure)
+            await records.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
+        log.info("run %s failed: %s", lease.run_id, failure.message)

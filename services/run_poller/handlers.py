@@ -7,8 +7,9 @@ from faststream import Context
 from faststream.kafka import KafkaRouter
 
 from schemas import topics
-from schemas.events import ProcessRun
-from services.core import bus
+from schemas.events import ProcessRun, ToolCallResult
+from services.core import bus, toolflow
+from services.core.runtime import Runtime
 from services.run_poller.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 router = KafkaRouter()
 
 EngineDep = Annotated[Engine, Context("engine")]
+RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 @router.subscriber(topics.RUNS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
@@ -27,3 +29,15 @@ async def on_process_run(order: ProcessRun, engine: EngineDep) -> None:
     """
     if await engine.offer(order.run_id):
         log.debug("claimed run %s", order.run_id)
+
+
+@router.subscriber(topics.TOOL_RESULTS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
+async def on_tool_result(result: ToolCallResult, runtime: RuntimeDep) -> None:
+    """Store a server-side tool result once; the run wakes when its step is fully answered."""
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        stored = await toolflow.accept_result(
+            conn, result.thread_id, result.run_id, result.tool_call_id, result.output,
+            result.is_error,
+        )  # fmt: skip
+    if not stored:
+        log.debug("result for %s/%s was stored before", result.run_id, result.tool_call_id)

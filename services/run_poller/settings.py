@@ -15,6 +15,10 @@ class Settings(CoreSettings):
         default=5.0, ge=0, description="A queued run nobody claimed for this long is re-driven."
     )
     max_concurrent_runs: int = Field(default=64, ge=1)
+    max_steps: int = Field(default=32, ge=1, description="A run fails after this many steps.")
+    tool_wait_seconds: float = Field(
+        default=60.0, gt=0, description="Re-send server-side calls with no result after this."
+    )
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "THREADBUS_OPENAI_BASE_URL")
     )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.events import INBOUND, CancelRun, DeadLetter, SubmitToolOutputs, UserMessage
 from schemas.requests import MessageCreate, RunOptions
-from services.core import outbox
+from services.core import outbox, toolflow
 from services.core.errors import InvalidRequest, ThreadbusError
 from services.core.ids import new_id
 from services.core.store import assistants, messages, runs, threads
@@ -82,7 +82,12 @@ async def _apply(
     match event:
         case UserMessage():
             await _user_message(conn, event, expires_seconds)
-        case SubmitToolOutputs() | CancelRun():
+        case SubmitToolOutputs():
+            data = event.data
+            await toolflow.submit(
+                conn, event.subject, data.run_id, data.tool_outputs, cause=event.id
+            )
+        case CancelRun():
             raise InvalidRequest(
                 f"{event.type!r} events are not supported by this version of Threadbus yet.",
                 code="unsupported_event",

@@ -3,9 +3,10 @@
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from schemas.requests import RunCreate
+from schemas.requests import RunCreate, SubmitToolOutputsBody
 from services.api.deps import AppSettings, Conn, Listing, require_beta
 from services.api.routes import out
+from services.core import toolflow
 from services.core.errors import InvalidRequest
 from services.core.store import assistants, messages, runs, steps, threads
 
@@ -82,3 +83,16 @@ async def list_run_steps(thread_id: str, run_id: str, conn: Conn, listing: Listi
 async def retrieve_run_step(thread_id: str, run_id: str, step_id: str, conn: Conn) -> JSONResponse:
     """Retrieve a run step."""
     return out(await steps.get(conn, thread_id, run_id, step_id))
+
+
+@router.post("/{run_id}/submit_tool_outputs")
+async def submit_tool_outputs(
+    thread_id: str, run_id: str, body: SubmitToolOutputsBody, conn: Conn, settings: AppSettings
+) -> JSONResponse:
+    """Answer every pending function call of a run in `requires_action`."""
+    if body.stream:
+        raise InvalidRequest(
+            "Streaming runs are not supported by this version of Threadbus yet.", param="stream"
+        )
+    run = await toolflow.submit(conn, thread_id, run_id, body.tool_outputs)
+    return out(run, headers=_poll_header(settings))

@@ -100,8 +100,9 @@ async def close(
         "expired": "expired_at",
     }[status]
     row = await conn.fetchrow(
-        f"UPDATE run_steps SET status = $2, {stamp} = epoch_now(), usage = coalesce($3, usage),"
-        " last_error = $4, step_details = coalesce($5, step_details) WHERE id = $1 RETURNING *",
+        f"UPDATE run_steps SET status = $2, {stamp} = epoch_now(),"
+        " usage = coalesce($3, turn_usage, usage), last_error = $4,"
+        " step_details = coalesce($5, step_details) WHERE id = $1 RETURNING *",
         step_id,
         status,
         usage,

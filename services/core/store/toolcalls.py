@@ -1,0 +1,123 @@
+"""SQL for tool calls: what the model asked for, who answers, and each output (written once)."""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+
+HANDLER_FRESH_SECONDS = 60.0
+"""A tool-executor that has not refreshed its handlers for this long is taken to be gone."""
+
+Handler = Literal["client", "server"]
+
+
+@dataclass(frozen=True)
+class ToolCallRow:
+    """One tool call of a run."""
+
+    run_id: str
+    id: str
+    step_id: str
+    thread_id: str
+    position: int
+    type: str
+    name: str
+    arguments: str
+    handler: Handler
+    output: str | None
+    is_error: bool
+
+    def as_step_entry(self) -> dict[str, Any]:
+        """The call as it appears in a tool_calls step's details."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments, "output": self.output},
+        }
+
+    def as_required_action(self) -> dict[str, Any]:
+        """The call as it appears in `required_action.submit_tool_outputs.tool_calls`."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def _row(record: asyncpg.Record) -> ToolCallRow:
+    return ToolCallRow(**{k: record[k] for k in ToolCallRow.__dataclass_fields__})
+
+
+async def server_side(conn: asyncpg.Connection, names: list[str]) -> set[str]:
+    """Which of these function names a live tool-executor has a handler for."""
+    rows = await conn.fetch(
+        "SELECT name FROM function_handlers WHERE name = ANY($1::text[])"
+        " AND heartbeat_at > now() - make_interval(secs => $2)",
+        names,
+        HANDLER_FRESH_SECONDS,
+    )
+    return {r["name"] for r in rows}
+
+
+async def record(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    thread_id: str,
+    step_id: str,
+    calls: list[dict[str, Any]],
+    server: set[str],
+) -> list[ToolCallRow]:
+    """Insert the calls of one model turn (`calls`: id, name, arguments), in order."""
+    rows = []
+    for position, call in enumerate(calls):
+        row = await conn.fetchrow(
+            "INSERT INTO tool_calls (run_id, id, step_id, thread_id, position, name, arguments,"
+            " handler) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            run_id,
+            call["id"],
+            step_id,
+            thread_id,
+            position,
+            call["name"],
+            call["arguments"],
+            "server" if call["name"] in server else "client",
+        )
+        rows.append(_row(row))
+    return rows
+
+
+async def of_step(conn: asyncpg.Connection, step_id: str) -> list[ToolCallRow]:
+    """The calls of one step, in the order the model made them."""
+    rows = await conn.fetch(
+        "SELECT * FROM tool_calls WHERE step_id = $1 ORDER BY position", step_id
+    )
+    return [_row(r) for r in rows]
+
+
+async def of_run(conn: asyncpg.Connection, run_id: str) -> list[ToolCallRow]:
+    """Every call of a run."""
+    rows = await conn.fetch(
+        "SELECT * FROM tool_calls WHERE run_id = $1 ORDER BY step_id, position", run_id
+    )
+    return [_row(r) for r in rows]
+
+
+async def store_output(
+    conn: asyncpg.Connection, run_id: str, call_id: str, output: str, *, is_error: bool = False
+) -> ToolCallRow | None:
+    """Write a call's output once; None when it already had one (or no such call)."""
+    row = await conn.fetchrow(
+        "UPDATE tool_calls SET output = $3, is_error = $4, completed_at = now()"
+        " WHERE run_id = $1 AND id = $2 AND output IS NULL RETURNING *",
+        run_id,
+        call_id,
+        output,
+        is_error,
+    )
+    return _row(row) if row is not None else None
+
+
+def step_details(calls: list[ToolCallRow]) -> dict[str, Any]:
+    """A tool_calls step's details for these calls."""
+    return {"type": "tool_calls", "tool_calls": [c.as_step_entry() for c in calls]}

@@ -1,0 +1,241 @@
+"""What a turn writes: replies, tool steps, terminal statuses; each with its events, fenced."""
+
+import logging
+from typing import Any
+
+import asyncpg
+
+from schemas import topics
+from schemas.events import ExecuteToolCall
+from schemas.requests import RunOptions
+from schemas.runs import Run, RunStep
+from services.core import outbox, runstate
+from services.core.errors import NotFound
+from services.core.ids import new_id
+from services.core.model import Completion, ModelFailure
+from services.core.runstate import Lease, LeaseLost
+from services.core.store import assistants, messages, runs, steps, toolcalls
+from services.core.store.toolcalls import ToolCallRow
+
+log = logging.getLogger(__name__)
+
+
+def usage_of(completion: Completion) -> dict[str, int]:
+    """A turn's token usage."""
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+    }
+
+
+async def lock_thread(conn: asyncpg.Connection, thread_id: str) -> None:
+    """Lock the thread first, then the run: the order every writer of a thread's runs uses."""
+    await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)
+
+
+async def hold(conn: asyncpg.Connection, lease: Lease) -> Run:
+    """Lock the run's thread, then the run, and check the lease (raises LeaseLost)."""
+    thread_id = await conn.fetchval("SELECT thread_id FROM runs WHERE id = $1", lease.run_id)
+    if thread_id is None:
+        raise LeaseLost(lease.run_id)
+    await lock_thread(conn, thread_id)
+    return await runstate.hold(conn, lease)
+
+
+async def spend(conn: asyncpg.Connection, run_id: str, usage: dict[str, int]) -> dict[str, int]:
+    """Add a turn's usage to the run's running total; returns the total."""
+    total = await conn.fetchval(
+        "UPDATE runs SET spent = jsonb_build_object("
+        " 'prompt_tokens', (spent->>'prompt_tokens')::int + $2,"
+        " 'completion_tokens', (spent->>'completion_tokens')::int + $3,"
+        " 'total_tokens', (spent->>'total_tokens')::int + $4) WHERE id = $1 RETURNING spent",
+        run_id,
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        usage["total_tokens"],
+    )
+    return dict(total)
+
+
+async def resume(conn: asyncpg.Connection, run: Run, cause: str) -> list[ToolCallRow]:
+    """Close the run's open tool step if every call has its output.
+
+    Returns the calls still waiting for a server-side result (empty: the model may go on).
+    """
+    step = await steps.current(conn, run.id)
+    if step is None or step.type != "tool_calls":
+        return []
+    calls = await toolcalls.of_step(conn, step.id)
+    waiting = [c for c in calls if c.output is None]
+    if waiting:
+        return waiting
+    closed = await steps.close(
+        conn, step.id, "completed", step_details=toolcalls.step_details(calls)
+    )
+    await outbox.emit(conn, "thread.run.step.completed", run.thread_id, closed, cause)
+    return []
+
+
+async def dispatch(conn: asyncpg.Connection, calls: list[ToolCallRow]) -> None:
+    """Send server-side calls to the tool-executor (keyed by thread: one thread stays in order)."""
+    for call in calls:
+        order = ExecuteToolCall(
+            id=new_id("cmd"),
+            run_id=call.run_id,
+            thread_id=call.thread_id,
+            tool_call_id=call.id,
+            tool_type="function",
+            name=call.name,
+            arguments=call.arguments,
+        )
+        await outbox.enqueue(conn, topics.TOOL_CALLS, call.thread_id, order)
+
+
+async def park(conn: asyncpg.Connection, lease: Lease, wait_seconds: float) -> None:
+    """Release the run while server-side calls run; a result (or the sweeper) wakes it."""
+    await conn.execute(
+        "UPDATE runs SET lease_owner = NULL, lease_token = NULL, updated_at = now(),"
+        " lease_expires_at = now() + make_interval(secs => $3)"
+        " WHERE id = $1 AND lease_token = $2",
+        lease.run_id,
+        lease.token,
+        float(wait_seconds),
+    )
+
+
+async def write_reply(
+    conn: asyncpg.Connection, run: Run, text: str, usage: dict[str, int], cause: str
+) -> None:
+    """A message_creation step and its completed message, with the stream's events."""
+    message_id = new_id("msg")
+    details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
+    step = await steps.open_step(conn, run, "message_creation", details)
+    reply = await messages.open_assistant_message(conn, run, message_id)
+    content = [{"type": "text", "text": {"value": text, "annotations": []}}]
+    done = await messages.finish(conn, reply.id, content=content)
+    closed = await steps.close(conn, step.id, "completed", usage=usage)
+    for type_, data in (
+        ("thread.run.step.created", step),
+        ("thread.run.step.in_progress", step),
+        ("thread.message.created", reply),
+        ("thread.message.in_progress", reply),
+        ("thread.message.completed", done),
+        ("thread.run.step.completed", closed),
+    ):
+        await outbox.emit(conn, type_, run.thread_id, data, cause)
+
+
+async def write_tool_step(
+    conn: asyncpg.Connection,
+    run: Run,
+    calls: list[dict[str, Any]],
+    usage: dict[str, int],
+    cause: str,
+) -> tuple[RunStep, list[ToolCallRow]]:
+    """A tool_calls step, in progress, with one row per call."""
+    step = await steps.open_step(conn, run, "tool_calls", {"type": "tool_calls", "tool_calls": []})
+    await conn.execute("UPDATE run_steps SET turn_usage = $2 WHERE id = $1", step.id, usage)
+    server = await toolcalls.server_side(conn, [c["name"] for c in calls])
+    rows = await toolcalls.record(
+        conn, run_id=run.id, thread_id=run.thread_id, step_id=step.id, calls=calls, server=server
+    )
+    details = toolcalls.step_details(rows)
+    row = await conn.fetchrow(
+        "UPDATE run_steps SET step_details = $2 WHERE id = $1 RETURNING *", step.id, details
+    )
+    step = steps.render(dict(row))
+    await outbox.emit(conn, "thread.run.step.created", run.thread_id, step, cause)
+    await outbox.emit(conn, "thread.run.step.in_progress", run.thread_id, step, cause)
+    return step, rows
+
+
+async def require_action(
+    conn: asyncpg.Connection, lease: Lease, client_calls: list[ToolCallRow], cause: str
+) -> Run:
+    """Hand the client-side calls to the client: `requires_action`."""
+    action = {
+        "type": "submit_tool_outputs",
+        "submit_tool_outputs": {"tool_calls": [c.as_required_action() for c in client_calls]},
+    }
+    run = await runstate.transition(
+        conn, lease.run_id, "requires_action", lease=lease, fields={"required_action": action}
+    )
+    if run is None:
+        raise LeaseLost(lease.run_id)
+    await conn.execute(
+        "UPDATE runs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+        " WHERE id = $1",
+        lease.run_id,
+    )
+    await outbox.emit(conn, "thread.run.requires_action", run.thread_id, run, cause)
+    return run
+
+
+async def complete(conn: asyncpg.Connection, lease: Lease, total: dict[str, int]) -> Run:
+    """The run is done."""
+    run = await runstate.transition(
+        conn, lease.run_id, "completed", lease=lease, fields={"usage": total}
+    )
+    if run is None:
+        raise LeaseLost(lease.run_id)
+    await outbox.emit(conn, "thread.run.completed", run.thread_id, run, lease.cause)
+    return run
+
+
+async def fail(
+    conn: asyncpg.Connection, lease: Lease, thread_id: str, failure: ModelFailure
+) -> Run:
+    """The run failed: its open step fails too."""
+    error = {"code": failure.code, "message": failure.message}
+    step = await steps.current(conn, lease.run_id)
+    if step is not None:
+        code = "rate_limit_exceeded" if failure.code == "rate_limit_exceeded" else "server_error"
+        closed = await steps.close(
+            conn, step.id, "failed", last_error={"code": code, "message": failure.message}
+        )
+        await outbox.emit(conn, "thread.run.step.failed", thread_id, closed, lease.cause)
+    spent = await conn.fetchval("SELECT spent FROM runs WHERE id = $1", lease.run_id)
+    run = await runstate.transition(
+        conn, lease.run_id, "failed", lease=lease, fields={"last_error": error, "usage": spent}
+    )
+    if run is None:
+        raise LeaseLost(lease.run_id)
+    await outbox.emit(conn, "thread.run.failed", thread_id, run, lease.cause)
+    return run
+
+
+async def expire(conn: asyncpg.Connection, run_id: str, thread_id: str) -> bool:
+    """Expire an overdue run (status any active one, lease not held); False if it was not."""
+    cause = await conn.fetchval(
+        "SELECT coalesce(cause_event_id, id) FROM runs WHERE id = $1", run_id
+    )
+    run = await runstate.transition(conn, run_id, "expired")
+    if run is None:
+        return False
+    step = await steps.current(conn, run_id)
+    if step is not None:
+        closed = await steps.close(conn, step.id, "expired")
+        await outbox.emit(conn, "thread.run.step.expired", thread_id, closed, cause)
+    await outbox.emit(conn, "thread.run.expired", thread_id, run, cause)
+    return True
+
+
+async def start_pending(conn: asyncpg.Connection, thread_id: str, expires_seconds: int) -> None:
+    """Start the run that inbound messages folded in while the last one was active."""
+    pending = await runs.take_pending(conn, thread_id)
+    if pending is None:
+        return
+    try:
+        assistant = await assistants.get(conn, pending["assistant_id"])
+    except NotFound:
+        log.warning("pending run for %s dropped: its assistant is gone", thread_id)
+        return
+    await runs.create(
+        conn,
+        thread_id,
+        assistant,
+        RunOptions.model_validate(pending["options"]),
+        expires_seconds=expires_seconds,
+        cause=pending["cause_event_id"],
+    )

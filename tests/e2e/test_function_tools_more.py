@@ -1,0 +1,179 @@
+"""Function tools: expiry, a round trip driven only by Kafka, executors that scale, redelivery."""
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import openai
+import pytest
+from openai import OpenAI
+
+from services.core import db, toolflow
+from services.core.embedded import free_port
+from tests.e2e.test_function_tools import call, function_tool, wait_for_handlers
+from tests.fakes.model_server import ScriptedModelServer
+from tests.kafka_tap import KafkaTap, user_message
+from tests.system import System, wait_until
+
+
+@pytest.mark.slow
+def test_a_run_left_in_requires_action_expires(
+    client: OpenAI, model: ScriptedModelServer, system: System
+) -> None:
+    port = free_port()
+    short = system.spawn("api", label="api-short-expiry", THREADBUS_API_PORT=str(port),
+                         THREADBUS_RUN_EXPIRES_SECONDS="3")  # fmt: skip
+    try:
+        impatient = client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+        wait_until(lambda: _answers(impatient), timeout=30)
+        model.script("expire me", tool_calls=[call("get_weather", city="Nowhere")])
+        assistant = impatient.beta.assistants.create(
+            model="gpt-4o",
+            tools=[function_tool("get_weather")],  # type: ignore[list-item]
+        )
+        thread = impatient.beta.threads.create(messages=[{"role": "user", "content": "expire me"}])
+        run = impatient.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+        )
+        assert run.status == "requires_action"
+        assert run.expires_at is not None
+        assert run.expires_at - run.created_at == 3
+        expired = wait_until(
+            lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status
+            == "expired" and r, timeout=30,
+        )  # fmt: skip
+        assert expired.expires_at is None
+        assert expired.required_action is None
+        assert time.time() >= run.expires_at
+        step = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data[0]
+        assert step.status == "expired"
+        assert step.expired_at is not None
+        with pytest.raises(openai.BadRequestError, match="expired"):
+            client.beta.threads.runs.submit_tool_outputs(
+                thread_id=thread.id, run_id=run.id,
+                tool_outputs=[{"tool_call_id": step.step_details.tool_calls[0].id, "output": "x"}],  # type: ignore[union-attr]
+            )  # fmt: skip
+        # The thread is free again.
+        again = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+        assert again.status == "queued"
+    finally:
+        short.stop()
+
+
+def _answers(client: OpenAI) -> bool:
+    try:
+        client.beta.assistants.list(limit=1)
+    except openai.APIConnectionError:
+        return False
+    return True
+
+
+def test_function_round_trip_over_kafka_only(
+    tap: KafkaTap, model: ScriptedModelServer, client: OpenAI
+) -> None:
+    model.script("kafka quiz", tool_calls=[call("display_quiz", title="Q")])
+    model.script("kafka answers", reply="Thanks for answering over Kafka.")
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[function_tool("display_quiz")])  # type: ignore[list-item]
+    thread_id = f"thread_{uuid.uuid4().hex}"
+    tap.publish(user_message(thread_id, assistant.id, "kafka quiz"), key=thread_id)
+
+    action = wait_until(lambda: [e for e in tap.events(thread_id)
+                                 if e["type"] == "thread.run.requires_action"])[0]  # fmt: skip
+    run = action["data"]
+    calls = run["required_action"]["submit_tool_outputs"]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["display_quiz"]
+    kinds = [e["type"] for e in tap.events(thread_id)]
+    assert "thread.run.step.created" in kinds
+    created = [e for e in tap.events(thread_id) if e["type"] == "thread.run.step.created"][-1]
+    assert created["data"]["type"] == "tool_calls"
+
+    answer = {
+        "specversion": "1.0", "id": f"answer-{uuid.uuid4().hex}", "source": "tests",
+        "type": "threadbus.submit_tool_outputs", "subject": thread_id,
+        "data": {"run_id": run["id"],
+                 "tool_outputs": [{"tool_call_id": calls[0]["id"], "output": "kafka answers"}]},
+    }  # fmt: skip
+    tap.publish(answer, key=thread_id)
+    done = wait_until(lambda: [e for e in tap.events(thread_id)
+                               if e["type"] == "thread.run.completed"])[0]  # fmt: skip
+    assert done["data"]["id"] == run["id"]
+    step_done = [e for e in tap.events(thread_id) if e["type"] == "thread.run.step.completed"]
+    assert (
+        step_done[0]["data"]["step_details"]["tool_calls"][0]["function"]["output"]
+        == "kafka answers"
+    )
+    assert step_done[0]["causationid"] == answer["id"]
+    reply = [e for e in tap.events(thread_id) if e["type"] == "thread.message.completed"][-1]
+    assert reply["data"]["content"][0]["text"]["value"] == "Thanks for answering over Kafka."
+
+    # Submitting again is refused on the DLQ, with the API's message.
+    tap.publish({**answer, "id": f"again-{uuid.uuid4().hex}"}, key=thread_id)
+    letter = wait_until(lambda: [d for d in tap.dead_letters() if run["id"] in d["value"]])[0]
+    assert letter["reason"] == 'Runs in status "completed" do not accept tool outputs.'
+
+
+@pytest.mark.slow
+async def test_two_executors_share_the_calls_and_each_runs_once(
+    client: OpenAI, model: ScriptedModelServer, system: System, workdir: Path
+) -> None:
+    second = system.spawn("tool_executor", label="tool-executor-2")
+    try:
+        wait_until(lambda: "assigned to partitions" in system.log("tool-executor-2"), timeout=60)
+        wait_until(lambda: system.log("tool_executor").count("assigned to partitions") >= 2,
+                   timeout=60)  # fmt: skip
+        await wait_for_handlers(system, "slow_echo")
+        assistant = client.beta.assistants.create(
+            model="gpt-4o", tools=[function_tool("slow_echo")]
+        )  # type: ignore[list-item]
+        runs = []
+        for _i in range(8):
+            marker = f"scale-{uuid.uuid4().hex[:8]}"
+            model.script(marker, tool_calls=[call("slow_echo", text=f"part {j}", seconds=0.4)
+                                             for j in range(2)])  # fmt: skip
+            thread = client.beta.threads.create(messages=[{"role": "user", "content": marker}])
+            runs.append(
+                client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+            )
+        for run in runs:
+            final = client.beta.threads.runs.poll(
+                run.id, thread_id=run.thread_id, poll_interval_ms=100
+            )
+            assert final.status == "completed"
+        call_ids = []
+        for run in runs:
+            step = client.beta.threads.runs.steps.list(
+                run_id=run.id, thread_id=run.thread_id, order="asc"
+            ).data[0]
+            call_ids += [c.id for c in step.step_details.tool_calls]  # type: ignore[union-attr]
+        log = [line.split() for line in (workdir / "calls.log").read_text().splitlines()]
+        ran = Counter(call_id for call_id, _ in log if call_id in set(call_ids))
+        assert sorted(ran) == sorted(call_ids)
+        assert set(ran.values()) == {1}, "a call ran more than once"
+        pids = {pid for call_id, pid in log if call_id in set(call_ids)}
+        assert len(pids) == 2, "both executors should have done work"
+    finally:
+        second.stop()
+
+
+async def test_a_result_delivered_twice_is_stored_once(
+    client: OpenAI, model: ScriptedModelServer, system: System
+) -> None:
+    model.script("twice please", tool_calls=[call("display_quiz", title="T")])
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[function_tool("display_quiz")])  # type: ignore[list-item]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "twice please"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
+    assert run.required_action is not None
+    call_id = run.required_action.submit_tool_outputs.tool_calls[0].id
+    conn = await db.connect(system.infra.database_url)
+    try:
+        async with conn.transaction():
+            first = await toolflow.accept_result(conn, thread.id, run.id, call_id, "one", False)
+        async with conn.transaction():
+            again = await toolflow.accept_result(conn, thread.id, run.id, call_id, "two", False)
+        stored = await conn.fetchval("SELECT output FROM tool_calls WHERE id = $1", call_id)
+    finally:
+        await conn.close()
+    assert (first, again, stored) == (True, False, "one")
