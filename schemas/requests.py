@@ -152,3 +152,20 @@ class SubmitToolOutputsBody(RequestModel):
 
     tool_outputs: list[ToolOutput]
     stream: bool | None = None
+
+
+class ThreadToCreate(RequestModel):
+    """The `thread` of `POST /threads/runs`."""
+
+    messages: list[MessageCreate] | None = None
+    tool_resources: ToolResources | None = None
+    metadata: Metadata | None = None
+
+
+class ThreadAndRunCreate(RunOptions):
+    """Body of `POST /threads/runs`: a new thread and a run on it."""
+
+    assistant_id: str
+    thread: ThreadToCreate | None = None
+    tool_resources: ToolResources | None = None
+    stream: bool | None = None

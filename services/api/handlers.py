@@ -7,6 +7,7 @@ from services.api.routes import assistants, runs, threads
 
 v1 = APIRouter(prefix="/v1")
 v1.include_router(assistants.router)
+v1.include_router(runs.thread_and_run)  # before /threads/{thread_id}
 v1.include_router(threads.router)
 v1.include_router(runs.router)
 

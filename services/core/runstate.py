@@ -127,25 +127,26 @@ async def claim(
     )
 
 
-async def renew(conn: asyncpg.Connection, lease: Lease, lease_seconds: float) -> bool:
-    """Extend the lease; False when it was lost."""
+async def renew(conn: asyncpg.Connection, lease: Lease, lease_seconds: float) -> str | None:
+    """Extend the lease; returns the run's status (`cancelling`: stop), None when it was lost."""
     value = await conn.fetchval(
         "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3)"
-        " WHERE id = $1 AND lease_token = $2 AND status = 'in_progress' RETURNING id",
+        " WHERE id = $1 AND lease_token = $2 AND status IN ('in_progress', 'cancelling')"
+        " RETURNING status",
         lease.run_id,
         lease.token,
         float(lease_seconds),
     )
-    return value is not None
+    return str(value) if value is not None else None
 
 
-async def hold(conn: asyncpg.Connection, lease: Lease) -> Run:
+async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "in_progress") -> Run:
     """Lock the run row for this transaction and check the lease; raises LeaseLost."""
     row = await conn.fetchrow(
-        "SELECT * FROM runs WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'"
-        " FOR UPDATE",
+        "SELECT * FROM runs WHERE id = $1 AND lease_token = $2 AND status = $3 FOR UPDATE",
         lease.run_id,
         lease.token,
+        status,
     )
     if row is None:
         raise LeaseLost(lease.run_id)

@@ -37,6 +37,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         context.set_global("runtime", runtime)
         loops = TaskOwner()
         loops.start(periodic(settings.sweep_interval_seconds, engine.sweep, "sweep"), "sweeper")
+        loops.start(engine.listen_for_cancels(), "cancel listener")
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ import asyncpg
 
 from schemas.runs import Run
 from schemas.threads import Message
+from services.core import tokens
 from services.core.store import messages, toolcalls
 from services.core.store.toolcalls import ToolCallRow
 
@@ -80,8 +81,38 @@ def _tool_choice(run: Run) -> Any:
     return "required"  # a named built-in tool: the model must call a tool
 
 
-def chat_request(run: Run, items: list[TimelineItem]) -> dict[str, Any]:
-    """The Chat Completions request for the run's next turn."""
+class NoRoom(Exception):
+    """Not even the newest message fits the prompt budget."""
+
+
+def _truncate(
+    groups: list[list[dict[str, Any]]], budget: int | None, fixed: int
+) -> list[dict[str, Any]]:
+    """Keep the newest groups that fit `budget` tokens (the middle of the thread goes first)."""
+    if budget is None:
+        return [m for group in groups for m in group]
+    kept: list[list[dict[str, Any]]] = []
+    used = fixed
+    for group in reversed(groups):
+        cost = sum(tokens.of_message(m) for m in group)
+        if used + cost > budget:
+            break
+        kept.append(group)
+        used += cost
+    if groups and not kept:
+        raise NoRoom(f"the newest message alone needs more than {budget} prompt tokens")
+    return [m for group in reversed(kept) for m in group]
+
+
+def chat_request(
+    run: Run, items: list[TimelineItem], *, budget: int | None = None
+) -> dict[str, Any]:
+    """The Chat Completions request for the run's next turn.
+
+    `truncation_strategy` decides what the model sees: `last_messages` keeps the newest N
+    messages (with the tool calls between them), and every strategy drops the oldest items
+    that do not fit `budget` prompt tokens. Raises NoRoom when nothing fits.
+    """
     visible = [i for i in items if not isinstance(i, Message) or i.content]
     strategy = run.truncation_strategy
     if strategy is not None and strategy.type == "last_messages" and strategy.last_messages:
@@ -92,17 +123,20 @@ def chat_request(run: Run, items: list[TimelineItem]) -> dict[str, Any]:
                 break
             keep.append(item)
         visible = list(reversed(keep))
-    chat: list[dict[str, Any]] = []
-    if run.instructions:
-        chat.append({"role": "system", "content": run.instructions})
-    for item in visible:
-        chat += _chat_messages(item)
+    system = [{"role": "system", "content": run.instructions}] if run.instructions else []
+    tools = _tools(run)
+    fixed = sum(tokens.of_message(m) for m in system) + (tokens.count(str(tools)) if tools else 0)
+    chat = system + _truncate([_chat_messages(i) for i in visible], budget, fixed)
     request: dict[str, Any] = {"model": run.model, "messages": chat}
     if run.temperature is not None:
         request["temperature"] = run.temperature
     if run.top_p is not None:
         request["top_p"] = run.top_p
-    if tools := _tools(run):
+    if run.response_format is not None and run.response_format != "auto":
+        request["response_format"] = run.response_format.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    if tools:
         request["tools"] = tools
         if (choice := _tool_choice(run)) is not None:
             request["tool_choice"] = choice

@@ -7,12 +7,13 @@ from typing import Any
 
 import asyncpg
 
-from services.core import outbox, runstate
+from services.core import cancel, db, outbox, runstate
 from services.core.ids import new_id
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
+from services.core.store import runs
 from services.run_poller import records
-from services.run_poller.context import chat_request, timeline
+from services.run_poller.context import NoRoom, chat_request, timeline
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Engine:
         self._settings = settings
         self._owner = owner
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop_requested: set[str] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
 
     @property
@@ -70,9 +72,22 @@ class Engine:
                     await records.lock_thread(conn, row["thread_id"])
                     if await records.expire(conn, row["id"], row["thread_id"]):
                         log.info("run %s expired", row["id"])
-                        await records.start_pending(
+                        await runs.start_pending(
                             conn, row["thread_id"], self._settings.run_expires_seconds
                         )
+            orphans = await conn.fetch(
+                "SELECT id, thread_id, coalesce(cause_event_id, id) AS cause FROM runs"
+                " WHERE status = 'cancelling'"
+                " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
+            )
+            for row in orphans:
+                async with conn.transaction():
+                    await records.lock_thread(conn, row["thread_id"])
+                    with contextlib.suppress(LeaseLost):
+                        await cancel.finish(
+                            conn, row["id"], row["thread_id"], row["cause"],
+                            expires_seconds=self._settings.run_expires_seconds,
+                        )  # fmt: skip
             stale = await conn.fetch(
                 "SELECT id FROM runs WHERE (status = 'queued'"
                 " AND updated_at < now() - make_interval(secs => $1))"
@@ -96,32 +111,95 @@ class Engine:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
+    def stop(self, run_id: str) -> None:
+        """A cancel was requested: stop driving the run (the model stream is closed)."""
+        task = self._tasks.get(run_id)
+        if task is not None and run_id not in self._stop_requested:
+            self._stop_requested.add(run_id)
+            task.cancel()
+
+    async def listen_for_cancels(self) -> None:
+        """Stop runs as soon as the API or run-starter asks (Postgres NOTIFY); reconnects."""
+        while True:
+            closed = asyncio.Event()
+            try:
+                conn = await db.connect(self._settings.database_url)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("cancel listener: %s; reconnecting", exc)
+                await asyncio.sleep(1)
+                continue
+            try:
+                conn.add_termination_listener(lambda *_, done=closed: done.set())
+                await conn.add_listener(cancel.CHANNEL, lambda *args: self.stop(str(args[-1])))
+                await closed.wait()
+            finally:
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    await asyncio.shield(conn.close(timeout=2))
+
     async def _drive(self, claim: Claim) -> None:
         lease = claim.lease
-        heartbeat = asyncio.create_task(self._heartbeat(lease, asyncio.current_task()))
+        heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
             async with self._slots:
                 await self._turn(lease)
+        except asyncio.CancelledError:
+            if lease.run_id not in self._stop_requested:
+                raise
+            await asyncio.shield(self._finish_cancel(lease))
         except LeaseLost:
-            log.info("run %s: lease lost, leaving it to its new owner", lease.run_id)
+            if await self._cancelling(lease):
+                await self._finish_cancel(lease)
+            else:
+                log.info("run %s: lease lost, leaving it to its new owner", lease.run_id)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("run %s: %s; the sweeper will re-drive it", lease.run_id, exc)
         finally:
             heartbeat.cancel()
+            self._stop_requested.discard(lease.run_id)
 
-    async def _heartbeat(self, lease: Lease, driver: asyncio.Task[Any] | None) -> None:
+    async def _heartbeat(self, lease: Lease) -> None:
         interval = self._settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             try:
                 async with self._pool.acquire() as conn:
-                    alive = await runstate.renew(conn, lease, self._settings.lease_seconds)
+                    status = await runstate.renew(conn, lease, self._settings.lease_seconds)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("run %s: lease renewal failed: %s", lease.run_id, exc)
                 continue
-            if not alive and driver is not None:
-                driver.cancel()
+            if status == "cancelling":
+                self.stop(lease.run_id)
+            elif status is None:
+                task = self._tasks.get(lease.run_id)
+                if task is not None:
+                    task.cancel()
                 return
+
+    async def _cancelling(self, lease: Lease) -> bool:
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM runs WHERE id = $1 AND lease_token = $2",
+                lease.run_id,
+                lease.token,
+            )
+        return bool(status == "cancelling")
+
+    async def _finish_cancel(self, lease: Lease) -> None:
+        """The run was being cancelled while we drove it: nothing more is written but that."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                thread_id = await conn.fetchval(
+                    "SELECT thread_id FROM runs WHERE id = $1", lease.run_id
+                )
+                await records.lock_thread(conn, thread_id)
+                await runstate.hold(conn, lease, status="cancelling")
+                await cancel.finish(
+                    conn, lease.run_id, thread_id, lease.cause,
+                    expires_seconds=self._settings.run_expires_seconds, lease=lease,
+                )  # fmt: skip
+            log.info("run %s cancelled", lease.run_id)
+        except LeaseLost:
+            log.info("run %s: cancel finished elsewhere", lease.run_id)
 
     async def _turn(self, lease: Lease) -> None:
         """One model turn: resume, ask the model, record what it said, decide what is next."""
@@ -138,30 +216,58 @@ class Engine:
             steps_taken = await conn.fetchval(
                 "SELECT count(*) FROM run_steps WHERE run_id = $1", run.id
             )
+            spent = dict(await conn.fetchval("SELECT spent FROM runs WHERE id = $1", run.id))
             items = await timeline(conn, run.thread_id)
         if steps_taken >= self._settings.max_steps:
             limit = self._settings.max_steps
             await self._fail(lease, ModelFailure("server_error", f"The run took {limit} steps."))
             return
+        completion_left = None
+        if run.max_completion_tokens is not None:
+            completion_left = run.max_completion_tokens - spent["completion_tokens"]
+            if completion_left <= 0:
+                await self._end_incomplete(lease, "max_completion_tokens", spent)
+                return
+        budget = self._settings.context_tokens
+        if run.max_prompt_tokens is not None:
+            budget = min(budget, run.max_prompt_tokens - spent["prompt_tokens"])
         try:
-            completion = await self._model.complete(chat_request(run, items))
+            request = await asyncio.to_thread(chat_request, run, items, budget=budget)
+        except NoRoom as exc:
+            if run.max_prompt_tokens is not None:
+                await self._end_incomplete(lease, "max_prompt_tokens", spent)
+            else:
+                await self._fail(
+                    lease, ModelFailure("invalid_prompt", f"The prompt is too long: {exc}.")
+                )
+            return
+        if completion_left is not None:
+            request[self._settings.model_max_tokens_param] = completion_left
+        try:
+            completion = await self._model.complete(request)
         except ModelFailure as failure:
             await self._fail(lease, failure)
             return
-        await self._record(lease, completion)
+        await self._record(lease, completion, cut_off=completion_left is not None
+                           and completion.finish_reason == "length")  # fmt: skip
 
-    async def _record(self, lease: Lease, completion: Completion) -> None:
+    async def _record(self, lease: Lease, completion: Completion, *, cut_off: bool) -> None:
         usage = records.usage_of(completion)
-        calls = self._tool_calls(completion)
+        calls = [] if cut_off else self._tool_calls(completion)
         async with self._pool.acquire() as conn, conn.transaction():
             run = await records.hold(conn, lease)
             total = await records.spend(conn, run.id, usage)
             if completion.text or not calls:
                 reply_usage = usage if not calls else records.usage_of(Completion())
-                await records.write_reply(conn, run, completion.text, reply_usage, lease.cause)
-            if not calls:
+                await records.write_reply(
+                    conn, run, completion.text, reply_usage, lease.cause, cut_off=cut_off
+                )
+            if cut_off:
+                await records.end_incomplete(conn, lease, "max_completion_tokens", total)
+            elif not calls:
                 await records.complete(conn, lease, total)
-                await records.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
+            if cut_off or not calls:
+                await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
                 return
             if not run.parallel_tool_calls:
                 calls = calls[:1]
@@ -172,6 +278,13 @@ class Engine:
                 await records.require_action(conn, lease, client, lease.cause)
             else:
                 await records.park(conn, lease, self._settings.tool_wait_seconds)
+
+    async def _end_incomplete(self, lease: Lease, reason: str, spent: dict[str, int]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            run = await records.hold(conn, lease)
+            await records.end_incomplete(conn, lease, reason, spent)
+            await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
+        log.info("run %s incomplete: %s", lease.run_id, reason)
 
     @staticmethod
     def _tool_calls(completion: Completion) -> list[dict[str, Any]]:
@@ -190,5 +303,5 @@ class Engine:
         async with self._pool.acquire() as conn, conn.transaction():
             run = await records.hold(conn, lease)
             await records.fail(conn, lease, run.thread_id, failure)
-            await records.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
+            await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
         log.info("run %s failed: %s", lease.run_id, failure.message)

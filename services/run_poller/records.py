@@ -7,14 +7,12 @@ import asyncpg
 
 from schemas import topics
 from schemas.events import ExecuteToolCall
-from schemas.requests import RunOptions
 from schemas.runs import Run, RunStep
 from services.core import outbox, runstate
-from services.core.errors import NotFound
 from services.core.ids import new_id
 from services.core.model import Completion, ModelFailure
 from services.core.runstate import Lease, LeaseLost
-from services.core.store import assistants, messages, runs, steps, toolcalls
+from services.core.store import messages, steps, toolcalls
 from services.core.store.toolcalls import ToolCallRow
 
 log = logging.getLogger(__name__)
@@ -105,22 +103,29 @@ async def park(conn: asyncpg.Connection, lease: Lease, wait_seconds: float) -> N
 
 
 async def write_reply(
-    conn: asyncpg.Connection, run: Run, text: str, usage: dict[str, int], cause: str
+    conn: asyncpg.Connection,
+    run: Run,
+    text: str,
+    usage: dict[str, int],
+    cause: str,
+    *,
+    cut_off: bool = False,
 ) -> None:
-    """A message_creation step and its completed message, with the stream's events."""
+    """A message_creation step and its message (`incomplete` when `cut_off`), with events."""
     message_id = new_id("msg")
     details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
     step = await steps.open_step(conn, run, "message_creation", details)
     reply = await messages.open_assistant_message(conn, run, message_id)
     content = [{"type": "text", "text": {"value": text, "annotations": []}}]
-    done = await messages.finish(conn, reply.id, content=content)
+    reason = "max_tokens" if cut_off else None
+    done = await messages.finish(conn, reply.id, content=content, incomplete_reason=reason)
     closed = await steps.close(conn, step.id, "completed", usage=usage)
     for type_, data in (
         ("thread.run.step.created", step),
         ("thread.run.step.in_progress", step),
         ("thread.message.created", reply),
         ("thread.message.in_progress", reply),
-        ("thread.message.completed", done),
+        (f"thread.message.{done.status}", done),
         ("thread.run.step.completed", closed),
     ):
         await outbox.emit(conn, type_, run.thread_id, data, cause)
@@ -183,6 +188,23 @@ async def complete(conn: asyncpg.Connection, lease: Lease, total: dict[str, int]
     return run
 
 
+async def end_incomplete(
+    conn: asyncpg.Connection, lease: Lease, reason: str, total: dict[str, int]
+) -> Run:
+    """The run hit `max_prompt_tokens` or `max_completion_tokens`."""
+    run = await runstate.transition(
+        conn,
+        lease.run_id,
+        "incomplete",
+        lease=lease,
+        fields={"usage": total, "incomplete_details": {"reason": reason}},
+    )
+    if run is None:
+        raise LeaseLost(lease.run_id)
+    await outbox.emit(conn, "thread.run.incomplete", run.thread_id, run, lease.cause)
+    return run
+
+
 async def fail(
     conn: asyncpg.Connection, lease: Lease, thread_id: str, failure: ModelFailure
 ) -> Run:
@@ -219,23 +241,3 @@ async def expire(conn: asyncpg.Connection, run_id: str, thread_id: str) -> bool:
         await outbox.emit(conn, "thread.run.step.expired", thread_id, closed, cause)
     await outbox.emit(conn, "thread.run.expired", thread_id, run, cause)
     return True
-
-
-async def start_pending(conn: asyncpg.Connection, thread_id: str, expires_seconds: int) -> None:
-    """Start the run that inbound messages folded in while the last one was active."""
-    pending = await runs.take_pending(conn, thread_id)
-    if pending is None:
-        return
-    try:
-        assistant = await assistants.get(conn, pending["assistant_id"])
-    except NotFound:
-        log.warning("pending run for %s dropped: its assistant is gone", thread_id)
-        return
-    await runs.create(
-        conn,
-        thread_id,
-        assistant,
-        RunOptions.model_validate(pending["options"]),
-        expires_seconds=expires_seconds,
-        cause=pending["cause_event_id"],
-    )

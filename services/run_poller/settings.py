@@ -1,5 +1,7 @@
 """run-poller settings."""
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 
 from services.core.settings import CoreSettings
@@ -28,3 +30,11 @@ class Settings(CoreSettings):
     model_timeout_seconds: float = Field(default=120.0, gt=0)
     model_max_retries: int = Field(default=3, ge=0)
     model_retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    model_max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = Field(
+        default="max_completion_tokens",
+        description="How the model endpoint is told the completion limit (older servers:"
+        " max_tokens).",
+    )
+    context_tokens: int = Field(
+        default=128_000, ge=256, description="Prompt budget when a run sets no max_prompt_tokens."
+    )

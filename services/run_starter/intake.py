@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.events import INBOUND, CancelRun, DeadLetter, SubmitToolOutputs, UserMessage
 from schemas.requests import MessageCreate, RunOptions
-from services.core import outbox, toolflow
-from services.core.errors import InvalidRequest, ThreadbusError
+from services.core import cancel, outbox, toolflow
+from services.core.errors import ThreadbusError
 from services.core.ids import new_id
 from services.core.store import assistants, messages, runs, threads
 
@@ -88,10 +88,10 @@ async def _apply(
                 conn, event.subject, data.run_id, data.tool_outputs, cause=event.id
             )
         case CancelRun():
-            raise InvalidRequest(
-                f"{event.type!r} events are not supported by this version of Threadbus yet.",
-                code="unsupported_event",
-            )
+            await cancel.request(
+                conn, event.subject, event.data.run_id,
+                expires_seconds=expires_seconds, cause=event.id,
+            )  # fmt: skip
         case _:
             assert_never(event)
 

@@ -256,6 +256,9 @@ class ScriptedModelServer:
         reply = rule.reply or ""
         calls = [_tool_call(c.name, c.arguments) for c in rule.tool_calls or []]
         finish = rule.finish_reason or ("tool_calls" if calls else "stop")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit is not None and len(reply.split(" ")) > int(limit):
+            reply, finish = " ".join(reply.split(" ")[: int(limit)]), "length"  # a real cut-off
         usage = _usage(body["messages"], reply, calls)
         base = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time())}
         base |= {"model": body.get("model") or "fake-model", "system_fingerprint": "fp_scripted"}

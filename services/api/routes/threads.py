@@ -88,3 +88,11 @@ async def update_message(
     if row is None:
         raise NotFound.of("message", message_id)
     return out(messages.render(dict(row)))
+
+
+@router.delete("/{thread_id}/messages/{message_id}")
+async def delete_message(thread_id: str, message_id: str, conn: Conn) -> dict[str, Any]:
+    """Delete a message."""
+    await messages.get(conn, thread_id, message_id)
+    await conn.execute("DELETE FROM messages WHERE id = $1", message_id)
+    return deleted(message_id, "thread.message.deleted")

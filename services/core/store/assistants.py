@@ -34,7 +34,39 @@ def render(row: dict[str, Any]) -> Assistant:
 
 def _values(body: AssistantCreate, fields: set[str]) -> dict[str, Any]:
     dumped = body.model_dump(mode="json", by_alias=True, include=fields)
-    return {k: (_NOT_NULL[k] if v is None and k in _NOT_NULL else v) for k, v in dumped.items()}
+    values: dict[str, Any] = {
+        k: (_NOT_NULL[k] if v is None and k in _NOT_NULL else v) for k, v in dumped.items()
+    }
+    if "tools" in values:
+        values["tools"] = [_with_defaults(tool) for tool in values["tools"]]
+    return values
+
+
+def _with_defaults(tool: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what the hosted API filled in: file_search's ranking options, no null fields."""
+    if tool["type"] == "file_search":
+        options = tool.get("file_search") or {}
+        options = {k: v for k, v in options.items() if v is not None}
+        options.setdefault(
+            "ranking_options", {"ranker": "default_2024_08_21", "score_threshold": 0.0}
+        )
+        return {"type": "file_search", "file_search": options}
+    if tool["type"] == "function":
+        function = {k: v for k, v in tool["function"].items() if v is not None}
+        function.setdefault("strict", False)
+        return {"type": "function", "function": function}
+    return tool
+
+
+async def _resources_for_tools(conn: asyncpg.Connection, assistant_id: str) -> None:
+    """An assistant with code_interpreter gets `tool_resources.code_interpreter.file_ids = []`."""
+    await conn.execute(
+        "UPDATE assistants SET tool_resources = tool_resources"
+        " || jsonb_build_object('code_interpreter', coalesce(tool_resources->'code_interpreter',"
+        " '{\"file_ids\": []}'::jsonb))"
+        ' WHERE id = $1 AND tools @> \'[{"type": "code_interpreter"}]\'::jsonb',
+        assistant_id,
+    )
 
 
 async def create(conn: asyncpg.Connection, body: AssistantCreate) -> Assistant:
@@ -49,7 +81,8 @@ async def create(conn: asyncpg.Connection, body: AssistantCreate) -> Assistant:
         *values.values(),
     )
     assert row is not None
-    return render(dict(row))
+    await _resources_for_tools(conn, row["id"])
+    return await get(conn, row["id"])
 
 
 async def get(conn: asyncpg.Connection, assistant_id: str) -> Assistant:
@@ -73,7 +106,8 @@ async def update(conn: asyncpg.Connection, assistant_id: str, body: AssistantUpd
     )
     if row is None:
         raise NotFound.of("assistant", assistant_id)
-    return render(dict(row))
+    await _resources_for_tools(conn, assistant_id)
+    return await get(conn, assistant_id)
 
 
 async def delete(conn: asyncpg.Connection, assistant_id: str) -> None:

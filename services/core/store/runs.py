@@ -1,5 +1,6 @@
 """SQL for runs: creation with its events and wake-up, reads, and the fold-in queue."""
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,8 @@ from services.core import outbox
 from services.core.errors import InvalidRequest, NotFound
 from services.core.ids import new_id
 from services.core.store.pagination import Order, page
+
+log = logging.getLogger(__name__)
 
 
 def render(row: dict[str, Any]) -> Run:
@@ -177,3 +180,22 @@ async def take_pending(conn: asyncpg.Connection, thread_id: str) -> dict[str, An
         "DELETE FROM pending_runs WHERE thread_id = $1 RETURNING *", thread_id
     )
     return dict(row) if row is not None else None
+
+
+async def start_pending(conn: asyncpg.Connection, thread_id: str, expires_seconds: int) -> None:
+    """Start the run that inbound messages folded in while the last one was active."""
+    pending = await take_pending(conn, thread_id)
+    if pending is None:
+        return
+    row = await conn.fetchrow("SELECT * FROM assistants WHERE id = $1", pending["assistant_id"])
+    if row is None:
+        log.warning("pending run for %s dropped: its assistant is gone", thread_id)
+        return
+    await create(
+        conn,
+        thread_id,
+        Assistant.model_validate(dict(row)),
+        RunOptions.model_validate(pending["options"]),
+        expires_seconds=expires_seconds,
+        cause=pending["cause_event_id"],
+    )
