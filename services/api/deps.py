@@ -21,7 +21,9 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-Conn = Annotated[asyncpg.Connection, Depends(_connection)]
+# scope="function": the transaction commits before the response is sent, so a client that
+# reads right after a write sees it (the default scope finishes after the response).
+Conn = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
 AppSettings = Annotated[Settings, Depends(_settings)]
 
 

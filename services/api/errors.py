@@ -17,21 +17,30 @@ def error_response(status: int, body: ErrorBody) -> JSONResponse:
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
+    """`tools[0].function.name` from pydantic's location of the error.
+
+    Left out: where the value came from (body, query), and the labels pydantic adds for union
+    branches: a type name (`str`, `list[...]`, `literal['auto']`), or a tag that names the
+    field that follows it (`function`, `function` → `function`).
+    """
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
-    # drop pydantic's union-branch labels such as "str" / "list[...]" / "function"
     text = ""
-    for part in parts:
+    for i, part in enumerate(parts):
         if isinstance(part, int):
             text += f"[{part}]"
-        elif "[" in str(part) or str(part) in {"str", "int", "float", "bool", "dict"}:
             continue
-        else:
-            text += f".{part}" if text else str(part)
+        name = str(part)
+        is_type_label = any(c in name for c in "[]'(") or name in {"str", "int", "float", "bool"}
+        if is_type_label or (i + 1 < len(parts) and parts[i + 1] == part):
+            continue
+        text += f".{name}" if text else name
     return text or None
 
 
 def _from_validation(errors: list[dict[str, Any]]) -> ErrorBody:
-    first = errors[0]
+    # A value that fits no branch of a union fails every branch; the deepest error is the
+    # one that says what is wrong.
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
     param = _param(tuple(first.get("loc", ())))
     kind = first.get("type", "")
     if kind == "extra_forbidden":

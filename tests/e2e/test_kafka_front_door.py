@@ -181,3 +181,28 @@ def test_message_during_an_active_run_is_folded_into_the_next_run(
              client.beta.threads.messages.list(thread_id=thread_id, order="asc").data]  # fmt: skip
     assert texts[-1] == "Echo: and another thing"
     assert "slow answer" in texts
+
+
+def test_cancel_run_event(
+    tap: KafkaTap, tutor: str, model: ScriptedModelServer, client: OpenAI
+) -> None:
+    model.script("cancel me over kafka", reply="never seen", delay_s=5)
+    thread_id = new_thread_id()
+    tap.publish(user_message(thread_id, tutor, "cancel me over kafka"), key=thread_id)
+    model.wait_for_request("cancel me over kafka", timeout=30)
+    run_id = wait_until(lambda: [e["data"]["id"] for e in tap.events(thread_id)
+                                 if e["type"] == "thread.run.in_progress"])[0]  # fmt: skip
+    order = {
+        "specversion": "1.0", "id": f"cancel-{uuid.uuid4().hex}", "source": "tests",
+        "type": "threadbus.cancel_run", "subject": thread_id, "data": {"run_id": run_id},
+    }  # fmt: skip
+    tap.publish(order, key=thread_id)
+    cancelled = wait_until(
+        lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.cancelled"],
+        timeout=10,
+    )[0]
+    kinds = types(tap.events(thread_id))
+    assert kinds.index("thread.run.cancelling") < kinds.index("thread.run.cancelled")
+    assert cancelled["data"]["cancelled_at"] is not None
+    assert "thread.message.completed" not in kinds
+    assert client.beta.threads.runs.retrieve(run_id, thread_id=thread_id).status == "cancelled"

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from schemas.requests import (
     RunCreate,
+    RunUpdate,
     SubmitToolOutputsBody,
     ThreadAndRunCreate,
     ThreadCreate,
@@ -14,7 +15,7 @@ from schemas.requests import (
 )
 from services.api.deps import AppSettings, Conn, Listing, require_beta
 from services.api.routes import out
-from services.core import toolflow
+from services.core import cancel, toolflow
 from services.core.errors import InvalidRequest
 from services.core.store import assistants, messages, runs, steps, threads
 
@@ -110,9 +111,33 @@ async def retrieve_run(
     return out(await runs.get(conn, thread_id, run_id), headers=_poll_header(settings))
 
 
+@router.post("/{run_id}")
+async def update_run(thread_id: str, run_id: str, body: RunUpdate, conn: Conn) -> JSONResponse:
+    """Modify a run's metadata."""
+    await runs.get(conn, thread_id, run_id)
+    row = await conn.fetchrow(
+        "UPDATE runs SET metadata = $2 WHERE id = $1 RETURNING *", run_id, body.metadata or {}
+    )
+    return out(runs.render(dict(row)))
+
+
+@router.post("/{run_id}/cancel")
+async def cancel_run(
+    thread_id: str, run_id: str, conn: Conn, settings: AppSettings
+) -> JSONResponse:
+    """Cancel an active run: `cancelling` while a worker stops it, or `cancelled` at once."""
+    run = await cancel.request(
+        conn, thread_id, run_id, expires_seconds=settings.run_expires_seconds
+    )
+    return out(run, headers=_poll_header(settings))
+
+
 @router.get("/{run_id}/steps")
-async def list_run_steps(thread_id: str, run_id: str, conn: Conn, listing: Listing) -> JSONResponse:
-    """List a run's steps."""
+async def list_run_steps(
+    thread_id: str, run_id: str, conn: Conn, listing: Listing, include: Include = None
+) -> JSONResponse:
+    """List a run's steps (`include[]` only adds file_search contents, which come later)."""
+    _check_include(include)
     await runs.get(conn, thread_id, run_id)
     return out(
         await steps.list_page(

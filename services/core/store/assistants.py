@@ -24,7 +24,14 @@ _COLUMNS = (
     "response_format",
     "reasoning_effort",
 )
-_NOT_NULL = {"tools": [], "tool_resources": {}, "metadata": {}, "response_format": "auto"}
+_NOT_NULL = {
+    "tools": [],
+    "tool_resources": {},
+    "metadata": {},
+    "response_format": "auto",
+    "temperature": 1.0,
+    "top_p": 1.0,
+}
 
 
 def render(row: dict[str, Any]) -> Assistant:

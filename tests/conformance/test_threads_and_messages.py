@@ -1,0 +1,92 @@
+"""Conformance, threads and messages: reference section 7, scenarios 14-20.
+
+Covered: 14 (thread defaults), 15 (initial messages), 16 (content parts: text and image_url),
+18 (message update and delete), 19 (message of another thread), 20 (thread update and delete).
+Not yet: 16's `image_file` part and 17 (attachments that create a vector store) need the files
+and vector-store APIs, which arrive in a later issue.
+"""
+
+import openai
+import pytest
+from openai import OpenAI
+
+
+def test_s14_thread_defaults(client: OpenAI) -> None:
+    """threads.create() → object thread, id thread_…, metadata {}, tool_resources {}."""
+    thread = client.beta.threads.create()
+    assert thread.object == "thread"
+    assert thread.id.startswith("thread_")
+    assert thread.metadata == {}
+    assert thread.tool_resources is not None
+    assert thread.tool_resources.code_interpreter is None
+    assert thread.tool_resources.file_search is None
+
+
+def test_s15_initial_messages_keep_order_and_roles(client: OpenAI) -> None:
+    """create(messages=[user a, assistant b]) → listed asc in that order, as written."""
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    )
+    listed = client.beta.threads.messages.list(thread_id=thread.id, order="asc").data
+    assert [m.role for m in listed] == ["user", "assistant"]
+    for message, text in zip(listed, ["a", "b"], strict=True):
+        assert message.content[0].type == "text"
+        assert message.content[0].text.value == text
+        assert message.content[0].text.annotations == []
+        assert message.run_id is None
+        assert message.assistant_id is None
+        assert message.status == "completed"
+
+
+def test_s16_content_parts_in_order(client: OpenAI) -> None:
+    """Text and image_url parts come back as blocks of those types, in order."""
+    thread = client.beta.threads.create()
+    message = client.beta.threads.messages.create(
+        thread_id=thread.id, role="user",
+        content=[{"type": "text", "text": "hi"},
+                 {"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+    )  # fmt: skip
+    assert [c.type for c in message.content] == ["text", "image_url"]
+    assert message.content[0].text.value == "hi"  # type: ignore[union-attr]
+    assert message.content[1].image_url.url == "https://x/y.png"  # type: ignore[union-attr]
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.messages.create(thread_id=thread.id, role="user", content=[])
+
+
+def test_s18_message_update_and_delete(client: OpenAI) -> None:
+    """update changes only metadata; delete → thread.message.deleted, then 404."""
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "keep me"}])
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    updated = client.beta.threads.messages.update(
+        message.id, thread_id=thread.id, metadata={"k": "v"}
+    )
+    assert updated.metadata == {"k": "v"}
+    assert updated.content == message.content
+    assert updated.created_at == message.created_at
+    gone = client.beta.threads.messages.delete(message.id, thread_id=thread.id)
+    assert (gone.id, gone.object, gone.deleted) == (message.id, "thread.message.deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.retrieve(message.id, thread_id=thread.id)
+
+
+def test_s19_message_of_another_thread_is_404(client: OpenAI) -> None:
+    """messages.retrieve(m, thread_id=other) → NotFoundError."""
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "mine"}])
+    other = client.beta.threads.create()
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.retrieve(message.id, thread_id=other.id)
+
+
+def test_s20_thread_update_and_delete(client: OpenAI) -> None:
+    """update replaces metadata; delete → thread.deleted; then thread and messages 404."""
+    thread = client.beta.threads.create(
+        metadata={"a": "1"}, messages=[{"role": "user", "content": "x"}]
+    )
+    assert client.beta.threads.update(thread.id, metadata={"x": "1"}).metadata == {"x": "1"}
+    gone = client.beta.threads.delete(thread.id)
+    assert (gone.id, gone.object, gone.deleted) == (thread.id, "thread.deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.retrieve(thread.id)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.list(thread_id=thread.id)
