@@ -13,20 +13,14 @@ seen on `threadbus.events`, matched by `causationid`.
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.harness import percentile, running
 from schemas import topics
-from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import user_message
-from tests.system import Infrastructure, System
 
 DONE = "thread.message.completed"
 FAILED = ("thread.message.incomplete", "thread.run.failed", "thread.run.expired", "error")
@@ -115,13 +109,6 @@ class Pusher:
             self.latencies.append(await self.one(thread_id, f"bench message {n}"))
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
-
-
 async def measure(bootstrap: str, assistant: str, events: int, threads: int, wait: float) -> None:
     """Warm up, run the load, print the figures."""
     watcher = Watcher(bootstrap)
@@ -160,43 +147,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.events < 1 or args.threads < 1:
         parser.error("--events and --threads must be positive")
-    workdir = Path(tempfile.mkdtemp(prefix="threadbus-bench-"))
-    os.chmod(workdir, 0o755)
-    model = infra = system = None
     try:
-        model = ScriptedModelServer().start()
-        infra = Infrastructure(workdir).start()
-        env = {
-            "OPENAI_BASE_URL": model.base_url,
-            "OPENAI_API_KEY": "bench-key",
-            "THREADBUS_LOG_LEVEL": "WARNING",
-        }
-        system = System(infra, env, workdir / "logs").start()
-        print(f"machine: cpu_count={os.cpu_count()}")
-        print(f"settings: events={args.events} threads={args.threads} model=instant echo")
-        for key, value in sorted(system.env.items()):
-            if key.startswith("THREADBUS_") and not key.endswith(("_PORT", "_URL")):
-                print(f"  {key}={value}")
-        created = httpx.post(
-            f"{system.api_url}/assistants",
-            json={"name": "Bench", "model": "gpt-4o"},
-            headers={"OpenAI-Beta": "assistants=v2", "Authorization": "Bearer bench-key"},
-            timeout=30,
-        )
-        created.raise_for_status()
-        asyncio.run(
-            measure(infra.bootstrap, created.json()["id"], args.events, args.threads, args.wait)
-        )
+        with running(keep=args.keep) as bench:
+            print(f"settings: events={args.events} threads={args.threads} model=instant echo")
+            asyncio.run(
+                measure(
+                    bench.infra.bootstrap, bench.assistant_id, args.events, args.threads, args.wait
+                )
+            )
     except KeyboardInterrupt:
         print("interrupted")
-    finally:
-        for part in (system, infra, model):
-            if part is not None:
-                part.stop()
-        if args.keep:
-            print(f"data and logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ class OutboundBase(CloudEventBase):
     causationid: str | None = Field(
         default=None, description="Id of the inbound event (or API request) that caused this."
     )
+    runid: str | None = Field(
+        default=None, description="The run this event belongs to, if any (a stream's filter)."
+    )
 
 
 class ThreadEvent(OutboundBase):

@@ -8,12 +8,18 @@ from fastapi import Depends, Header, Query, Request
 
 from services.api.settings import Settings
 from services.core.errors import InvalidRequest
+from services.core.runtime import Runtime
 
 
 async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
     pool: asyncpg.Pool = request.app.state.runtime.pool
     async with pool.acquire() as conn, conn.transaction():
         yield conn
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def _settings(request: Request) -> Settings:
@@ -25,6 +31,7 @@ def _settings(request: Request) -> Settings:
 # reads right after a write sees it (the default scope finishes after the response).
 Conn = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
 AppSettings = Annotated[Settings, Depends(_settings)]
+AppRuntime = Annotated[Runtime, Depends(_runtime)]
 
 
 class ListParams:

@@ -20,6 +20,16 @@ log = logging.getLogger(__name__)
 
 _RELAY_LOCK = 7_411_002  # advisory lock key: one active relay, so order is the outbox's
 BATCH = 500
+OUTBOX_ID_HEADER = "threadbus-outbox-id"
+"""Kafka header with the outbox row id: the commit order, which a stream uses as a floor."""
+
+
+async def high_water(conn: asyncpg.Connection) -> int:
+    """The largest outbox id handed out so far: events written later get larger ids."""
+    value = await conn.fetchval(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_id_seq"
+    )
+    return int(value)
 
 
 async def enqueue(conn: asyncpg.Connection, topic: str, key: str | None, payload: Any) -> None:
@@ -31,8 +41,23 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str | None, payload
     )
 
 
-def event(type_: str, thread_id: str, data: Any, cause: str | None) -> dict[str, Any]:
-    """An outbound CloudEvent with an Assistants stream event name and object."""
+def _run_of(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    if data.get("object") == "thread.run":
+        return str(data["id"])
+    run_id = data.get("run_id")
+    return str(run_id) if run_id else None
+
+
+def event(
+    type_: str, thread_id: str, data: Any, cause: str | None, *, run_id: str | None = None
+) -> dict[str, Any]:
+    """An outbound CloudEvent with an Assistants stream event name and object.
+
+    `runid` (a CloudEvents extension) names the run the event belongs to, so that a stream
+    of one run can be picked out of its thread's partition.
+    """
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json", by_alias=True)
     return {
@@ -44,15 +69,23 @@ def event(type_: str, thread_id: str, data: Any, cause: str | None) -> dict[str,
         "time": datetime.now(UTC).isoformat(),
         "datacontenttype": "application/json",
         "causationid": cause,
+        "runid": run_id or _run_of(data),
         "data": data,
     }
 
 
 async def emit(
-    conn: asyncpg.Connection, type_: str, thread_id: str, data: Any, cause: str | None
+    conn: asyncpg.Connection,
+    type_: str,
+    thread_id: str,
+    data: Any,
+    cause: str | None,
+    *,
+    run_id: str | None = None,
 ) -> None:
     """Queue one `threadbus.events` event, keyed by thread id."""
-    await enqueue(conn, topics.EVENTS, thread_id, event(type_, thread_id, data, cause))
+    payload = event(type_, thread_id, data, cause, run_id=run_id)
+    await enqueue(conn, topics.EVENTS, thread_id, payload)
 
 
 class Relay:
@@ -114,11 +147,21 @@ class Relay:
                 row["topic"],
                 json.dumps(row["payload"]).encode(),
                 key=row["key"].encode() if row["key"] is not None else None,
-                headers=[("content-type", b"application/json")],
+                headers=[
+                    ("content-type", b"application/json"),
+                    (OUTBOX_ID_HEADER, str(row["id"]).encode()),
+                ],
             )
             for row in rows
         ]
-        await asyncio.gather(*sends)
+        placed = await asyncio.gather(*sends)
+        starts = [
+            (row["payload"]["data"]["id"], f"{meta.partition}-{meta.offset}")
+            for row, meta in zip(rows, placed, strict=True)
+            if row["topic"] == topics.EVENTS and row["payload"].get("type") == "thread.run.created"
+        ]
+        if starts:
+            await conn.executemany("UPDATE runs SET stream_start = $2 WHERE id = $1", starts)
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )

@@ -14,6 +14,7 @@ from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
 from services.run_poller import records
 from services.run_poller.context import NoRoom, chat_request, timeline
+from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Engine:
         self._owner = owner
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_requested: set[str] = set()
+        self._writers: dict[str, ReplyWriter] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
 
     @property
@@ -156,6 +158,7 @@ class Engine:
         finally:
             heartbeat.cancel()
             self._stop_requested.discard(lease.run_id)
+            self._writers.pop(lease.run_id, None)
 
     async def _heartbeat(self, lease: Lease) -> None:
         interval = self._settings.lease_seconds / 3
@@ -193,6 +196,8 @@ class Engine:
                 )
                 await records.lock_thread(conn, thread_id)
                 await runstate.hold(conn, lease, status="cancelling")
+                if (writer := self._writers.get(lease.run_id)) is not None:
+                    await writer.abandon_in(conn, "run_cancelled")
                 await cancel.finish(
                     conn, lease.run_id, thread_id, lease.cause,
                     expires_seconds=self._settings.run_expires_seconds, lease=lease,
@@ -218,6 +223,9 @@ class Engine:
             )
             spent = dict(await conn.fetchval("SELECT spent FROM runs WHERE id = $1", run.id))
             items = await timeline(conn, run.thread_id)
+            existing = await records.open_reply(conn, run)
+        writer = ReplyWriter(self._pool, lease, run, existing)
+        self._writers[run.id] = writer
         if steps_taken >= self._settings.max_steps:
             limit = self._settings.max_steps
             await self._fail(lease, ModelFailure("server_error", f"The run took {limit} steps."))
@@ -244,14 +252,16 @@ class Engine:
         if completion_left is not None:
             request[self._settings.model_max_tokens_param] = completion_left
         try:
-            completion = await self._model.complete(request)
+            completion = await self._model.complete(request, on_delta=writer.on_text)
         except ModelFailure as failure:
-            await self._fail(lease, failure)
+            await self._fail(lease, failure, writer)
             return
-        await self._record(lease, completion, cut_off=completion_left is not None
-                           and completion.finish_reason == "length")  # fmt: skip
+        cut_off = completion_left is not None and completion.finish_reason == "length"
+        await self._record(lease, completion, writer, cut_off=cut_off)
 
-    async def _record(self, lease: Lease, completion: Completion, *, cut_off: bool) -> None:
+    async def _record(
+        self, lease: Lease, completion: Completion, writer: ReplyWriter, *, cut_off: bool
+    ) -> None:
         usage = records.usage_of(completion)
         calls = [] if cut_off else self._tool_calls(completion)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -259,9 +269,8 @@ class Engine:
             total = await records.spend(conn, run.id, usage)
             if completion.text or not calls:
                 reply_usage = usage if not calls else records.usage_of(Completion())
-                await records.write_reply(
-                    conn, run, completion.text, reply_usage, lease.cause, cut_off=cut_off
-                )
+                reason = "max_tokens" if cut_off else None
+                await writer.finish_in(conn, completion.text, reply_usage, incomplete_reason=reason)
             if cut_off:
                 await records.end_incomplete(conn, lease, "max_completion_tokens", total)
             elif not calls:
@@ -299,9 +308,13 @@ class Engine:
             calls.append({"id": call_id, "name": call["name"], "arguments": call["arguments"]})
         return calls
 
-    async def _fail(self, lease: Lease, failure: ModelFailure) -> None:
+    async def _fail(
+        self, lease: Lease, failure: ModelFailure, writer: ReplyWriter | None = None
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             run = await records.hold(conn, lease)
+            if writer is not None:
+                await writer.abandon_in(conn, "run_failed")
             await records.fail(conn, lease, run.thread_id, failure)
             await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
         log.info("run %s failed: %s", lease.run_id, failure.message)

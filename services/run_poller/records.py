@@ -8,6 +8,7 @@ import asyncpg
 from schemas import topics
 from schemas.events import ExecuteToolCall
 from schemas.runs import Run, RunStep
+from schemas.threads import Message
 from services.core import outbox, runstate
 from services.core.ids import new_id
 from services.core.model import Completion, ModelFailure
@@ -75,6 +76,15 @@ async def resume(conn: asyncpg.Connection, run: Run, cause: str) -> list[ToolCal
     return []
 
 
+async def open_reply(conn: asyncpg.Connection, run: Run) -> tuple[RunStep, Message] | None:
+    """The reply an earlier attempt at this run opened and did not finish, if any."""
+    step = await steps.current(conn, run.id)
+    if step is None or step.step_details.type != "message_creation":
+        return None
+    message_id = step.step_details.message_creation.message_id
+    return step, await messages.get(conn, run.thread_id, message_id)
+
+
 async def dispatch(conn: asyncpg.Connection, calls: list[ToolCallRow]) -> None:
     """Send server-side calls to the tool-executor (keyed by thread: one thread stays in order)."""
     for call in calls:
@@ -102,35 +112,6 @@ async def park(conn: asyncpg.Connection, lease: Lease, wait_seconds: float) -> N
     )
 
 
-async def write_reply(
-    conn: asyncpg.Connection,
-    run: Run,
-    text: str,
-    usage: dict[str, int],
-    cause: str,
-    *,
-    cut_off: bool = False,
-) -> None:
-    """A message_creation step and its message (`incomplete` when `cut_off`), with events."""
-    message_id = new_id("msg")
-    details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
-    step = await steps.open_step(conn, run, "message_creation", details)
-    reply = await messages.open_assistant_message(conn, run, message_id)
-    content = [{"type": "text", "text": {"value": text, "annotations": []}}]
-    reason = "max_tokens" if cut_off else None
-    done = await messages.finish(conn, reply.id, content=content, incomplete_reason=reason)
-    closed = await steps.close(conn, step.id, "completed", usage=usage)
-    for type_, data in (
-        ("thread.run.step.created", step),
-        ("thread.run.step.in_progress", step),
-        ("thread.message.created", reply),
-        ("thread.message.in_progress", reply),
-        (f"thread.message.{done.status}", done),
-        ("thread.run.step.completed", closed),
-    ):
-        await outbox.emit(conn, type_, run.thread_id, data, cause)
-
-
 async def write_tool_step(
     conn: asyncpg.Connection,
     run: Run,
@@ -140,19 +121,33 @@ async def write_tool_step(
 ) -> tuple[RunStep, list[ToolCallRow]]:
     """A tool_calls step, in progress, with one row per call."""
     step = await steps.open_step(conn, run, "tool_calls", {"type": "tool_calls", "tool_calls": []})
+    await outbox.emit(conn, "thread.run.step.created", run.thread_id, step, cause)
+    await outbox.emit(conn, "thread.run.step.in_progress", run.thread_id, step, cause)
     await conn.execute("UPDATE run_steps SET turn_usage = $2 WHERE id = $1", step.id, usage)
     server = await toolcalls.server_side(conn, [c["name"] for c in calls])
     rows = await toolcalls.record(
         conn, run_id=run.id, thread_id=run.thread_id, step_id=step.id, calls=calls, server=server
     )
-    details = toolcalls.step_details(rows)
     row = await conn.fetchrow(
-        "UPDATE run_steps SET step_details = $2 WHERE id = $1 RETURNING *", step.id, details
+        "UPDATE run_steps SET step_details = $2 WHERE id = $1 RETURNING *",
+        step.id,
+        toolcalls.step_details(rows),
     )
-    step = steps.render(dict(row))
-    await outbox.emit(conn, "thread.run.step.created", run.thread_id, step, cause)
-    await outbox.emit(conn, "thread.run.step.in_progress", run.thread_id, step, cause)
-    return step, rows
+    for index, call in enumerate(rows):
+        # One delta per call: id, type and name once, the arguments whole (they are stored
+        # before anything acts on them, so they are not streamed fragment by fragment).
+        delta = {
+            "id": step.id,
+            "object": "thread.run.step.delta",
+            "delta": {
+                "step_details": {
+                    "type": "tool_calls",
+                    "tool_calls": [{"index": index, **call.as_step_entry()}],
+                }
+            },
+        }
+        await outbox.emit(conn, "thread.run.step.delta", run.thread_id, delta, cause, run_id=run.id)
+    return steps.render(dict(row)), rows
 
 
 async def require_action(
@@ -236,6 +231,14 @@ async def expire(conn: asyncpg.Connection, run_id: str, thread_id: str) -> bool:
     if run is None:
         return False
     step = await steps.current(conn, run_id)
+    if step is not None and step.step_details.type == "message_creation":
+        reply = await messages.finish(
+            conn,
+            step.step_details.message_creation.message_id,
+            content=[],
+            incomplete_reason="run_expired",
+        )
+        await outbox.emit(conn, "thread.message.incomplete", thread_id, reply, cause)
     if step is not None:
         closed = await steps.close(conn, step.id, "expired")
         await outbox.emit(conn, "thread.run.step.expired", thread_id, closed, cause)

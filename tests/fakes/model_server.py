@@ -121,6 +121,7 @@ class ScriptedModelServer:
         self._cond = threading.Condition(threading.Lock())
         self._rules: list[Rule] = []
         self._requests: list[dict[str, Any]] = []
+        self.first_token_at = {}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -213,6 +214,9 @@ class ScriptedModelServer:
                 raise TimeoutError(f"no request matching {match!r} arrived within {timeout}s")
             return copy.deepcopy(body)
 
+    first_token_at: dict[str, float]
+    """Last user/tool text of a streamed request -> `time.monotonic()` of its first chunk."""
+
     def _record_and_pick(self, body: dict[str, Any]) -> Rule | None:
         """Log the request, then return the rule to apply (None: the default echo)."""
         text = last_input_text(body)
@@ -285,6 +289,9 @@ class ScriptedModelServer:
             for n, delta in enumerate(_deltas(reply, calls)):
                 if n and rule.chunk_delay_s:
                     await asyncio.sleep(rule.chunk_delay_s)
+                if n == 0:
+                    with self._cond:  # when the first token left, for latency benchmarks
+                        self.first_token_at[last_input_text(body)] = time.monotonic()
                 yield event(one(delta))
             yield event(one({}, finish))
             if include_usage:

@@ -2,8 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
+from starlette.responses import Response
 
 from schemas.requests import (
     RunCreate,
@@ -13,10 +15,13 @@ from schemas.requests import (
     ThreadCreate,
     ThreadToCreate,
 )
-from services.api.deps import AppSettings, Conn, Listing, require_beta
+from schemas.runs import Run
+from services.api.deps import AppRuntime, AppSettings, Conn, Listing, require_beta
 from services.api.routes import out
+from services.api.streaming import RunStream, run_or_stream, sse, wait_for_start
 from services.core import cancel, toolflow
 from services.core.errors import InvalidRequest
+from services.core.ids import new_id
 from services.core.store import assistants, messages, runs, steps, threads
 
 router = APIRouter(prefix="/threads/{thread_id}/runs", dependencies=[Depends(require_beta)])
@@ -43,48 +48,54 @@ def _check_include(include: list[str] | None) -> None:
             )
 
 
-def _no_stream(stream: bool | None) -> None:
-    if stream:
-        raise InvalidRequest(
-            "Streaming runs are not supported by this version of Threadbus yet.", param="stream"
-        )
-
-
 @thread_and_run.post("/runs")
 async def create_thread_and_run(
-    body: ThreadAndRunCreate, conn: Conn, settings: AppSettings
-) -> JSONResponse:
-    """Create a thread and queue a run on it, in one request."""
-    _no_stream(body.stream)
-    assistant = await assistants.get(conn, body.assistant_id)
-    given = body.thread or ThreadToCreate()
-    resources = body.tool_resources or given.tool_resources
-    thread = await threads.create(
-        conn,
-        ThreadCreate(messages=given.messages, tool_resources=resources, metadata=given.metadata),
-    )
-    run = await runs.create(
-        conn, thread.id, assistant, body, expires_seconds=settings.run_expires_seconds
-    )
-    return out(run, headers=_poll_header(settings))
+    body: ThreadAndRunCreate, runtime: AppRuntime, settings: AppSettings
+) -> Response:
+    """Create a thread and queue a run on it, in one request (`stream: true` for events)."""
+    thread_id, run_id = new_id("thread"), new_id("run")
+
+    async def work(conn: asyncpg.Connection) -> Run:
+        assistant = await assistants.get(conn, body.assistant_id)
+        given = body.thread or ThreadToCreate()
+        thread = ThreadCreate(
+            messages=given.messages,
+            tool_resources=body.tool_resources or given.tool_resources,
+            metadata=given.metadata,
+        )
+        await threads.create(conn, thread, thread_id=thread_id, for_run=run_id)
+        return await runs.create(
+            conn, thread_id, assistant, body,
+            expires_seconds=settings.run_expires_seconds, run_id=run_id,
+        )  # fmt: skip
+
+    return await run_or_stream(
+        runtime.pool, settings.kafka_bootstrap_servers, stream=bool(body.stream),
+        thread_id=thread_id, work=work, headers=_poll_header(settings),
+    )  # fmt: skip
 
 
 @router.post("")
 async def create_run(
-    thread_id: str, body: RunCreate, conn: Conn, settings: AppSettings
-) -> JSONResponse:
-    """Queue a run of an assistant on the thread."""
-    _no_stream(body.stream)
-    await threads.get(conn, thread_id, lock=True)
-    assistant = await assistants.get(conn, body.assistant_id)
-    if (running := await runs.active(conn, thread_id)) is not None:
-        raise InvalidRequest(f"Thread {thread_id} already has an active run {running}.")
-    for message in body.additional_messages or []:
-        await messages.create(conn, thread_id, message)
-    run = await runs.create(
-        conn, thread_id, assistant, body, expires_seconds=settings.run_expires_seconds
-    )
-    return out(run, headers=_poll_header(settings))
+    thread_id: str, body: RunCreate, runtime: AppRuntime, settings: AppSettings
+) -> Response:
+    """Queue a run of an assistant on the thread (`stream: true` for its events)."""
+
+    async def work(conn: asyncpg.Connection) -> Run:
+        await threads.get(conn, thread_id, lock=True)
+        assistant = await assistants.get(conn, body.assistant_id)
+        if (running := await runs.active(conn, thread_id)) is not None:
+            raise InvalidRequest(f"Thread {thread_id} already has an active run {running}.")
+        for message in body.additional_messages or []:
+            await messages.create(conn, thread_id, message)
+        return await runs.create(
+            conn, thread_id, assistant, body, expires_seconds=settings.run_expires_seconds
+        )
+
+    return await run_or_stream(
+        runtime.pool, settings.kafka_bootstrap_servers, stream=bool(body.stream),
+        thread_id=thread_id, work=work, headers=_poll_header(settings),
+    )  # fmt: skip
 
 
 @router.get("")
@@ -163,9 +174,62 @@ async def retrieve_run_step(
 
 @router.post("/{run_id}/submit_tool_outputs")
 async def submit_tool_outputs(
-    thread_id: str, run_id: str, body: SubmitToolOutputsBody, conn: Conn, settings: AppSettings
-) -> JSONResponse:
-    """Answer every pending function call of a run in `requires_action`."""
-    _no_stream(body.stream)
-    run = await toolflow.submit(conn, thread_id, run_id, body.tool_outputs)
-    return out(run, headers=_poll_header(settings))
+    thread_id: str,
+    run_id: str,
+    body: SubmitToolOutputsBody,
+    runtime: AppRuntime,
+    settings: AppSettings,
+) -> Response:
+    """Answer every pending function call of a run in `requires_action` (or stream on)."""
+
+    async def work(conn: asyncpg.Connection) -> Run:
+        return await toolflow.submit(conn, thread_id, run_id, body.tool_outputs)
+
+    return await run_or_stream(
+        runtime.pool, settings.kafka_bootstrap_servers, stream=bool(body.stream),
+        thread_id=thread_id, work=work, headers=_poll_header(settings),
+    )  # fmt: skip
+
+
+@router.get("/{run_id}/events")
+async def stream_run_events(
+    thread_id: str,
+    run_id: str,
+    runtime: AppRuntime,
+    settings: AppSettings,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: str | None = None,
+) -> Response:
+    """The run's events as SSE, from the start or after `Last-Event-ID` (or `?after=`).
+
+    Beyond the hosted API: a client that lost its stream reconnects here and gets what it
+    missed, then the live rest; the stream ends with `done` once the run ends or needs action.
+    """
+    async with runtime.pool.acquire() as conn:
+        await runs.get(conn, thread_id, run_id)
+    position = last_event_id or after
+    if position is None:
+        start = await wait_for_start(runtime.pool, run_id)
+        if start is None:
+            raise InvalidRequest(f"The events of run {run_id!r} are not published yet.")
+        partition, offset = _position(start)
+    else:
+        partition, offset = _position(position)
+        offset += 1
+    reader = RunStream(settings.kafka_bootstrap_servers)
+    try:
+        await reader.open_at(partition, offset)
+    except BaseException:
+        await reader.close()
+        raise
+    return sse(reader.frames(run_id))
+
+
+def _position(event_id: str) -> tuple[int, int]:
+    partition, sep, offset = event_id.partition("-")
+    if not (sep and partition.isdigit() and offset.isdigit()):
+        raise InvalidRequest(
+            f"Invalid event id {event_id!r}: expected '<partition>-<offset>'.",
+            param="Last-Event-ID",
+        )
+    return int(partition), int(offset)

@@ -79,6 +79,7 @@ async def create(
     *,
     expires_seconds: int,
     cause: str | None = None,
+    run_id: str | None = None,
 ) -> Run:
     """Queue a run; emits `thread.run.created`, `thread.run.queued` and a wake-up.
 
@@ -87,7 +88,7 @@ async def create(
     if (running := await active(conn, thread_id)) is not None:
         raise InvalidRequest(f"Thread {thread_id} already has an active run {running}.")
     values = _effective(assistant, options)
-    run_id = new_id("run")
+    run_id = run_id or new_id("run")
     cols = ["id", "thread_id", "assistant_id", "status", "cause_event_id", *values]
     try:
         async with conn.transaction():

@@ -22,18 +22,26 @@ def _json(value: Any) -> Any:
 
 
 async def create(
-    conn: asyncpg.Connection, body: ThreadCreate, *, cause: str | None = None
+    conn: asyncpg.Connection,
+    body: ThreadCreate,
+    *,
+    cause: str | None = None,
+    thread_id: str | None = None,
+    for_run: str | None = None,
 ) -> Thread:
-    """Insert a thread and its initial messages, in array order."""
+    """Insert a thread and its initial messages, in array order.
+
+    `for_run` marks `thread.created` as the first event of that run's stream.
+    """
     row = await conn.fetchrow(
         "INSERT INTO threads (id, metadata, tool_resources) VALUES ($1, $2, $3) RETURNING *",
-        new_id("thread"),
+        thread_id or new_id("thread"),
         body.metadata or {},
         _json(body.tool_resources),
     )
     assert row is not None
     thread = render(dict(row))
-    await outbox.emit(conn, "thread.created", thread.id, thread, cause)
+    await outbox.emit(conn, "thread.created", thread.id, thread, cause, run_id=for_run)
     for message in body.messages or []:
         await messages.create(conn, thread.id, message, cause=cause)
     return thread

@@ -1,0 +1,185 @@
+"""Server-sent events of one run, read from `threadbus.events`: any API replica serves any run.
+
+A stream reads the partition of the run's thread (the relay keys every event by thread id)
+and keeps the events whose `runid` is the run's. Each SSE `id` is `<partition>-<offset>`, so a
+client that reconnects with `Last-Event-ID` resumes exactly after the last event it saw.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.responses import Response
+
+from schemas import topics
+from schemas.runs import Run
+from services.api.routes import out
+from services.core.outbox import OUTBOX_ID_HEADER, high_water
+
+log = logging.getLogger(__name__)
+
+ENDS_STREAM = {
+    "thread.run.completed",
+    "thread.run.failed",
+    "thread.run.cancelled",
+    "thread.run.expired",
+    "thread.run.incomplete",
+    "thread.run.requires_action",
+}
+KEEPALIVE_SECONDS = 15.0
+DONE = b"event: done\ndata: [DONE]\n\n"
+
+
+def _error_frame(message: str) -> bytes:
+    error = {"code": "server_error", "message": message, "param": None, "type": "server_error"}
+    # Spec-shaped for raw consumers, plus an "error" key, which makes every SDK version raise.
+    return b"event: error\ndata: " + json.dumps({**error, "error": error}).encode() + b"\n\n"
+
+
+class RunStream:
+    """One client's view of one run's events."""
+
+    def __init__(self, bootstrap: str):
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,  # a stream wants each event as soon as it is there
+        )
+        self._started = False
+
+    async def open_at_end(self, thread_id: str) -> None:
+        """Start at the end of the thread's partition: what is published from now on."""
+        partition = await self._open(thread_id)
+        tp = TopicPartition(topics.EVENTS, partition)
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)  # resolve "the end" now, before the run is written
+
+    async def open_at(self, partition: int, offset: int) -> None:
+        """Start at an offset of a partition."""
+        await self._open(None)
+        self._consumer.assign([TopicPartition(topics.EVENTS, partition)])
+        self._consumer.seek(TopicPartition(topics.EVENTS, partition), offset)
+
+    async def _open(self, thread_id: str | None) -> int:
+        await self._consumer.start()
+        self._started = True
+        if thread_id is None:
+            return -1
+        await self._consumer.topics()  # loads the cluster metadata
+        partitions = sorted(self._consumer.partitions_for_topic(topics.EVENTS) or [])
+        if not partitions:
+            raise KafkaError(f"topic {topics.EVENTS} has no partitions")
+        partition = int(DefaultPartitioner()(thread_id.encode(), partitions, partitions))
+        self._consumer.assign([TopicPartition(topics.EVENTS, partition)])
+        return partition
+
+    async def close(self) -> None:
+        """Disconnect."""
+        if self._started:
+            self._started = False
+            with contextlib.suppress(KafkaError, OSError):
+                await self._consumer.stop()
+
+    async def frames(self, run_id: str, *, after_outbox_id: int = 0) -> AsyncIterator[bytes]:
+        """SSE frames of the run's events until it ends or needs action, then `done`.
+
+        `after_outbox_id` skips events written before the request that opened the stream
+        (a broker may place "the end" of a partition a little early).
+        """
+        try:
+            while True:
+                batch = await self._consumer.getmany(timeout_ms=int(KEEPALIVE_SECONDS * 1000))
+                if not batch:
+                    yield b": keep-alive\n\n"
+                    continue
+                for records in batch.values():
+                    for record in records:
+                        event = json.loads(record.value)
+                        if event.get("runid") != run_id or event["type"] == "error":
+                            continue
+                        if after_outbox_id and _outbox_id(record.headers) <= after_outbox_id:
+                            continue
+                        data = json.dumps(event["data"], separators=(",", ":"))
+                        yield (
+                            f"id: {record.partition}-{record.offset}\n"
+                            f"event: {event['type']}\ndata: {data}\n\n"
+                        ).encode()
+                        if event["type"] in ENDS_STREAM:
+                            yield DONE
+                            return
+        except (KafkaError, OSError) as exc:
+            log.warning("stream of run %s broke: %s", run_id, exc)
+            yield _error_frame(f"The event stream broke: {exc}")
+        finally:
+            await self.close()
+
+
+def _outbox_id(headers: Sequence[tuple[str, bytes]]) -> int:
+    for name, value in headers:
+        if name == OUTBOX_ID_HEADER:
+            return int(value)
+    return 0
+
+
+def sse(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    """A `text/event-stream` response, unbuffered."""
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def run_or_stream(
+    pool: asyncpg.Pool,
+    bootstrap: str,
+    *,
+    stream: bool,
+    thread_id: str,
+    work: Callable[[asyncpg.Connection], Awaitable[Run]],
+    headers: dict[str, str],
+) -> Response:
+    """Do `work` in one transaction; answer with the run, or stream its events.
+
+    For a stream the reader is placed at the end of the thread's partition before the
+    transaction commits, so the stream begins with the first event `work` caused. Errors
+    raised by `work` are ordinary JSON errors: no SSE byte has been sent yet.
+    """
+    reader = RunStream(bootstrap) if stream else None
+    try:
+        if reader is not None:
+            await reader.open_at_end(thread_id)
+        async with pool.acquire() as conn, conn.transaction():
+            floor = await high_water(conn)
+            run = await work(conn)
+    except BaseException:
+        if reader is not None:
+            await reader.close()
+        raise
+    if reader is None:
+        response: JSONResponse = out(run, headers=headers)
+        return response
+    return sse(reader.frames(run.id, after_outbox_id=floor))
+
+
+START_WAIT_SECONDS = 10.0
+
+
+async def wait_for_start(pool: asyncpg.Pool, run_id: str) -> str | None:
+    """Where the run's events begin, once the relay has published its first one."""
+    deadline = asyncio.get_running_loop().time() + START_WAIT_SECONDS
+    while True:
+        async with pool.acquire() as conn:
+            start = await conn.fetchval("SELECT stream_start FROM runs WHERE id = $1", run_id)
+        if start is not None or asyncio.get_running_loop().time() > deadline:
+            return str(start) if start is not None else None
+        await asyncio.sleep(0.05)

@@ -1,0 +1,127 @@
+"""Streaming a reply: the message is opened at the model's first token, deltas are coalesced."""
+
+import time
+from typing import Any
+
+import asyncpg
+
+from schemas.runs import Run, RunStep
+from schemas.threads import Message
+from services.core import outbox, runstate
+from services.core.ids import new_id
+from services.core.runstate import Lease
+from services.core.store import messages, steps
+
+FLUSH_CHARS = 48
+FLUSH_SECONDS = 0.05
+"""Coalescing: the first fragment leaves at once; after it, a delta event leaves when 48
+characters are waiting or 50 ms have passed since the last one (checked as tokens arrive),
+and always before the message completes."""
+
+
+def text_content(text: str) -> list[dict[str, Any]]:
+    """One text content part."""
+    return [{"type": "text", "text": {"value": text, "annotations": []}}]
+
+
+class ReplyWriter:
+    """Opens the run's reply when the first token arrives and streams it as delta events.
+
+    On a re-driven run the step and message that an earlier attempt opened are reused.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, lease: Lease, run: Run, existing: tuple[RunStep, Message] | None
+    ):
+        self._pool = pool
+        self._lease = lease
+        self._run = run
+        self.step: RunStep | None = existing[0] if existing else None
+        self.message: Message | None = existing[1] if existing else None
+        self.text = ""
+        self._pending = ""
+        self._last_flush = 0.0  # the first fragment leaves at once: time to first token counts
+
+    @property
+    def opened(self) -> bool:
+        """The reply's step and message exist."""
+        return self.message is not None
+
+    async def on_text(self, fragment: str) -> None:
+        """A fragment of the model's answer."""
+        if not self.opened:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await runstate.hold(conn, self._lease)
+                await self.open_in(conn)
+        self.text += fragment
+        self._pending += fragment
+        due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if len(self._pending) >= FLUSH_CHARS or due:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await runstate.hold(conn, self._lease)
+                await self.flush_in(conn)
+
+    async def open_in(self, conn: asyncpg.Connection) -> None:
+        """Write the step and the empty message, with their four events."""
+        if self.opened:
+            return
+        message_id = new_id("msg")
+        details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
+        self.step = await steps.open_step(conn, self._run, "message_creation", details)
+        self.message = await messages.open_assistant_message(conn, self._run, message_id)
+        for type_, data in (
+            ("thread.run.step.created", self.step),
+            ("thread.run.step.in_progress", self.step),
+            ("thread.message.created", self.message),
+            ("thread.message.in_progress", self.message),
+        ):
+            await outbox.emit(conn, type_, self._run.thread_id, data, self._lease.cause)
+
+    async def flush_in(self, conn: asyncpg.Connection) -> None:
+        """Emit the waiting text as one `thread.message.delta`."""
+        self._last_flush = time.monotonic()
+        if not self._pending or self.message is None:
+            return
+        delta = {
+            "id": self.message.id,
+            "object": "thread.message.delta",
+            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": self._pending}}]},
+        }
+        self._pending = ""
+        await outbox.emit(
+            conn, "thread.message.delta", self._run.thread_id, delta, self._lease.cause,
+            run_id=self._run.id,
+        )  # fmt: skip
+
+    async def finish_in(
+        self,
+        conn: asyncpg.Connection,
+        text: str,
+        usage: dict[str, int],
+        *,
+        incomplete_reason: str | None = None,
+    ) -> None:
+        """Flush, then complete (or cut short) the message and complete its step."""
+        await self.open_in(conn)
+        assert self.message is not None
+        assert self.step is not None
+        await self.flush_in(conn)
+        done = await messages.finish(
+            conn, self.message.id, content=text_content(text), incomplete_reason=incomplete_reason
+        )
+        closed = await steps.close(conn, self.step.id, "completed", usage=usage)
+        cause = self._lease.cause
+        await outbox.emit(conn, f"thread.message.{done.status}", self._run.thread_id, done, cause)
+        await outbox.emit(conn, "thread.run.step.completed", self._run.thread_id, closed, cause)
+
+    async def abandon_in(self, conn: asyncpg.Connection, reason: str) -> None:
+        """The run ends without this reply finishing: the message becomes `incomplete`."""
+        if self.message is None:
+            return
+        await self.flush_in(conn)
+        done = await messages.finish(
+            conn, self.message.id, content=text_content(self.text), incomplete_reason=reason
+        )
+        await outbox.emit(
+            conn, "thread.message.incomplete", self._run.thread_id, done, self._lease.cause
+        )
