@@ -2,8 +2,9 @@
 
 Where each scenario lives:
 - 1-13: test_transport_and_assistants.py; 14-20: test_threads_and_messages.py;
-- 21-32, 38: test_runs.py; 40, 41: test_run_steps.py; invalid input in general: test_validation.py; what the model is
-  sent (response formats, auto truncation): test_run_context.py;
+- 21-32, 38: test_runs.py; 40, 41: test_run_steps.py;
+- invalid input in general: test_validation.py; what the model is sent (response formats,
+  auto truncation): test_run_context.py;
 - 33-37, 39 (function tools): tests/e2e/test_function_tools.py, test_function_tools_more.py;
 - 43-47, 50, 51 (streaming): tests/e2e/test_streaming.py.
 Not yet supported (later issues: files, vector stores, file_search, code_interpreter): 7, the
