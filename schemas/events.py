@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from schemas.common import ErrorBody, Metadata
-from schemas.requests import ContentPart, RequestModel, RunOptions, ToolOutput
+from schemas.requests import ContentPart, MessageText, RequestModel, RunOptions, ToolOutput
 from schemas.runs import Run, RunStep
 from schemas.threads import Attachment, Message, Thread
 
@@ -40,7 +40,7 @@ class UserMessageData(RequestModel):
     """A user's message for the thread named by `subject`; queues a run of `assistant_id`."""
 
     assistant_id: str = Field(description="The assistant that answers.")
-    content: str | Annotated[list[ContentPart], Field(min_length=1)] = Field(
+    content: MessageText | Annotated[list[ContentPart], Field(min_length=1)] = Field(
         description="The message text, or content parts as in the Assistants API."
     )
     attachments: list[Attachment] | None = None

@@ -16,11 +16,14 @@ class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MessageText = Annotated[str, StringConstraints(max_length=256_000)]
+
+
 class TextPart(RequestModel):
     """`{"type": "text", "text": "..."}`."""
 
     type: Literal["text"]
-    text: str
+    text: MessageText
 
 
 class ImageFilePart(RequestModel):
@@ -56,7 +59,7 @@ class MessageCreate(RequestModel):
     """A message to add to a thread."""
 
     role: Literal["user", "assistant"]
-    content: str | Annotated[list[ContentPart], Field(min_length=1)]
+    content: MessageText | Annotated[list[ContentPart], Field(min_length=1)]
     attachments: list[Attachment] | None = None
     metadata: Metadata | None = None
 
@@ -144,7 +147,7 @@ class ToolOutput(RequestModel):
     """The output of one tool call, as submitted."""
 
     tool_call_id: str
-    output: str
+    output: Annotated[str, StringConstraints(max_length=512_000)]
 
 
 class SubmitToolOutputsBody(RequestModel):

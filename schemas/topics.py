@@ -19,5 +19,8 @@ ALL: Final = (INBOUND, EVENTS, DLQ, RUNS, TOOL_CALLS, TOOL_RESULTS)
 
 GROUP_RUN_STARTER: Final = "run-starter"
 GROUP_RUN_POLLER: Final = "run-poller"
+GROUP_RUN_POLLER_RESULTS: Final = "run-poller-results"
+"""The run-poller's second consumer (tool results): a group of its own, so that the two
+consumers of one process never rebalance each other."""
 GROUP_TOOL_EXECUTOR: Final = "tool-executor"
 GROUP_MESSAGE_ARCHIVER: Final = "message-archiver"

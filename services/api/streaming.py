@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+import anyio
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -34,6 +35,7 @@ ENDS_STREAM = {
     "thread.run.requires_action",
 }
 KEEPALIVE_SECONDS = 15.0
+IDLE_SECONDS = 1.0
 DONE = b"event: done\ndata: [DONE]\n\n"
 
 
@@ -83,24 +85,40 @@ class RunStream:
         return partition
 
     async def close(self) -> None:
-        """Disconnect."""
+        """Disconnect, even while the request is being cancelled (a client went away)."""
         if self._started:
             self._started = False
-            with contextlib.suppress(KafkaError, OSError):
+            with anyio.CancelScope(shield=True), contextlib.suppress(KafkaError, OSError):
                 await self._consumer.stop()
 
-    async def frames(self, run_id: str, *, after_outbox_id: int = 0) -> AsyncIterator[bytes]:
+    async def frames(
+        self,
+        run_id: str,
+        *,
+        after_outbox_id: int = 0,
+        settled: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[bytes]:
         """SSE frames of the run's events until it ends or needs action, then `done`.
 
         `after_outbox_id` skips events written before the request that opened the stream
-        (a broker may place "the end" of a partition a little early).
+        (a broker may place "the end" of a partition a little early). `settled` tells whether
+        the run has ended already: a resumed stream that started after the run's last event
+        ends once the partition stays quiet and the run is over.
         """
+        quiet = 0.0
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=int(KEEPALIVE_SECONDS * 1000))
+                batch = await self._consumer.getmany(timeout_ms=int(IDLE_SECONDS * 1000))
                 if not batch:
-                    yield b": keep-alive\n\n"
+                    quiet += IDLE_SECONDS
+                    if settled is not None and quiet >= 2 * IDLE_SECONDS and await settled():
+                        yield DONE
+                        return
+                    if quiet >= KEEPALIVE_SECONDS:
+                        quiet = 0.0
+                        yield b": keep-alive\n\n"
                     continue
+                quiet = 0.0
                 for records in batch.values():
                     for record in records:
                         event = json.loads(record.value)
@@ -174,12 +192,26 @@ async def run_or_stream(
 START_WAIT_SECONDS = 10.0
 
 
+def settled_check(pool: asyncpg.Pool, run_id: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the run is over (or waiting for tool outputs): nothing more will come."""
+
+    async def settled() -> bool:
+        async with pool.acquire() as conn:
+            status = await conn.fetchval("SELECT status FROM runs WHERE id = $1", run_id)
+        return status is None or status in _SETTLED
+
+    return settled
+
+
+_SETTLED = {"completed", "failed", "cancelled", "expired", "incomplete", "requires_action"}
+
+
 async def wait_for_start(pool: asyncpg.Pool, run_id: str) -> str | None:
     """Where the run's events begin, once the relay has published its first one."""
     deadline = asyncio.get_running_loop().time() + START_WAIT_SECONDS
     while True:
         async with pool.acquire() as conn:
-            start = await conn.fetchval("SELECT stream_start FROM runs WHERE id = $1", run_id)
+            start = await conn.fetchval("SELECT start FROM run_streams WHERE run_id = $1", run_id)
         if start is not None or asyncio.get_running_loop().time() > deadline:
             return str(start) if start is not None else None
         await asyncio.sleep(0.05)

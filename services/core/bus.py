@@ -1,8 +1,10 @@
 """Kafka with safe defaults: producers, FastStream brokers, subscriber options, topics."""
 
 import asyncio
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -47,16 +49,42 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
     )
 
 
+REDELIVERY_DELAY_SECONDS = 1.0
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def redeliver_on_failure(handler: Handler) -> Handler:
+    """A handler that raises gets its record again, a second later (never lost, never hot).
+
+    Handlers turn bad input into DLQ entries or error outputs themselves; what reaches here is
+    a lost database or broker (or a bug): the record is not committed, and the pause keeps a
+    persistent failure from spinning.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except Exception:
+            log.exception("%s failed; the record will be delivered again", handler.__name__)
+            await asyncio.sleep(REDELIVERY_DELAY_SECONDS)
+            raise
+
+    return guarded  # type: ignore[return-value]
+
+
 def subscriber_options(group_id: str) -> dict[str, Any]:
     """Explicit, at-least-once consumer settings for every subscriber.
 
-    Commit only after the handler returned (ACK), start from the earliest offset for a new
-    group, and allow a long poll interval because a handler never holds long work.
+    Commit only after the handler returned, and seek back when it raised (NACK_ON_ERROR; pair
+    it with `redeliver_on_failure`), start from the earliest offset for a new group, and allow
+    a long poll interval because a handler never holds long work.
     """
     return {
         "group_id": group_id,
         "auto_offset_reset": "earliest",
-        "ack_policy": AckPolicy.ACK,
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
         "max_poll_interval_ms": MAX_POLL_INTERVAL_MS,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 3_000,

@@ -5,7 +5,7 @@ import asyncpg
 from schemas.runs import TERMINAL_STATUSES, Run
 from services.core import outbox, runstate
 from services.core.errors import InvalidRequest, NotFound
-from services.core.store import runs, steps, threads
+from services.core.store import messages, runs, steps, threads
 
 CHANNEL = "threadbus_cancel"
 """Postgres NOTIFY channel; the payload is the id of a run to stop."""
@@ -53,8 +53,22 @@ async def finish(
     expires_seconds: int | None,
     lease: runstate.Lease | None = None,
 ) -> Run:
-    """`cancelling` → `cancelled`: the open step is cancelled too (thread and run locked)."""
+    """`cancelling` → `cancelled`: the open step is cancelled, its reply `incomplete`.
+
+    The thread and the run are locked by the caller.
+    """
     step = await steps.current(conn, run_id)
+    if step is not None and step.step_details.type == "message_creation":
+        reply_id = step.step_details.message_creation.message_id
+        reply = await conn.fetchrow(
+            "UPDATE messages SET status = 'incomplete', incomplete_at = epoch_now(),"
+            " incomplete_details = $2 WHERE id = $1 AND status = 'in_progress' RETURNING *",
+            reply_id,
+            {"reason": "run_cancelled"},
+        )
+        if reply is not None:
+            message = messages.render(dict(reply))
+            await outbox.emit(conn, "thread.message.incomplete", thread_id, message, cause)
     if step is not None:
         closed = await steps.close(conn, step.id, "cancelled")
         await outbox.emit(conn, "thread.run.step.cancelled", thread_id, closed, cause)

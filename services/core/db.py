@@ -12,6 +12,14 @@ log = logging.getLogger(__name__)
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
 
+ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,  # e.g. "connection is closed" after a server restart
+)
+"""What a lost or restarting database raises: transient, retried by the caller."""
+
 _MIGRATIONS_LOCK = 7_411_001  # advisory lock key: one migrator at a time
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import BaseModel
 
 from schemas import topics
@@ -102,17 +102,25 @@ class Relay:
         self._idle = idle_seconds
         self._wake = asyncio.Event()
         self.published = 0
+        self.alive = True
 
     async def run(self) -> None:
-        """Run until cancelled; reconnects after database or broker errors."""
-        while True:
-            try:
-                await self._lead()
-            except asyncio.CancelledError:
-                raise
-            except (TimeoutError, OSError, asyncpg.PostgresError, KafkaError) as exc:
-                log.warning("outbox relay: %s; retrying in 1 s", exc)
+        """Run until cancelled; reconnects after any failure (nothing may stop the relay)."""
+        try:
+            while True:
+                try:
+                    await self._lead()
+                except asyncio.CancelledError:
+                    raise
+                except (*db.ERRORS, KafkaError) as exc:
+                    log.warning("outbox relay: %s; retrying in 1 s", exc)
+                except Exception:
+                    # The relay is what makes every committed event leave: an unexpected
+                    # error is logged with its traceback and the relay starts over.
+                    log.exception("outbox relay failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
+        finally:
+            self.alive = False
 
     async def _lead(self) -> None:
         conn = await db.connect(self._dsn)
@@ -145,7 +153,7 @@ class Relay:
         sends = [
             await self._producer.send(
                 row["topic"],
-                json.dumps(row["payload"]).encode(),
+                json.dumps(row["payload"], ensure_ascii=False).encode(),
                 key=row["key"].encode() if row["key"] is not None else None,
                 headers=[
                     ("content-type", b"application/json"),
@@ -154,14 +162,43 @@ class Relay:
             )
             for row in rows
         ]
-        placed = await asyncio.gather(*sends)
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        too_big = [
+            r
+            for r, res in zip(rows, results, strict=True)
+            if isinstance(res, MessageSizeTooLargeError)
+        ]
+        failed = [
+            res
+            for res in results
+            if isinstance(res, BaseException) and not isinstance(res, MessageSizeTooLargeError)
+        ]
+        if failed:
+            raise failed[0]  # retried as a whole: delivery is at-least-once
+        for row in too_big:
+            # A record the broker will never take must not block every event behind it.
+            log.error("outbox row %s (%s) is too large for the broker; moved to outbox_dead",
+                      row["id"], row["payload"].get("type"))  # fmt: skip
+            await conn.execute(
+                "INSERT INTO outbox_dead (id, topic, key, payload, reason)"
+                " VALUES ($1, $2, $3, $4, 'message too large') ON CONFLICT DO NOTHING",
+                row["id"], row["topic"], row["key"], row["payload"],
+            )  # fmt: skip
+        placed = {r["id"]: res for r, res in zip(rows, results, strict=True)
+                  if not isinstance(res, BaseException)}  # fmt: skip
         starts = [
             (row["payload"]["data"]["id"], f"{meta.partition}-{meta.offset}")
-            for row, meta in zip(rows, placed, strict=True)
-            if row["topic"] == topics.EVENTS and row["payload"].get("type") == "thread.run.created"
+            for row in rows
+            if (meta := placed.get(row["id"])) is not None
+            and row["topic"] == topics.EVENTS
+            and row["payload"].get("type") == "thread.run.created"
         ]
         if starts:
-            await conn.executemany("UPDATE runs SET stream_start = $2 WHERE id = $1", starts)
+            await conn.executemany(
+                "INSERT INTO run_streams (run_id, start) SELECT $1, $2"
+                " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT DO NOTHING",
+                starts,
+            )
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )

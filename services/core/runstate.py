@@ -97,16 +97,19 @@ async def claim(
 
     A queued run becomes `in_progress` with `started_at` set; a taken-over run keeps its
     status. Returns None when the run is not claimable (someone holds it, or it is finished).
+    A row another transaction has locked is waited for, not skipped: skipping dropped
+    wake-ups whenever a short update happened to hold the row at that moment.
     """
     token = uuid.uuid4()
     row = await conn.fetchrow(
-        "WITH prev AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE SKIP LOCKED)"
+        "WITH prev AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE)"
         " UPDATE runs r SET status = 'in_progress',"
         " started_at = CASE WHEN prev.status = 'queued' THEN epoch_now() ELSE r.started_at END,"
         " lease_owner = $2, lease_token = $3,"
         " lease_expires_at = now() + make_interval(secs => $4),"
         " attempts = r.attempts + 1, updated_at = now()"
-        " FROM prev WHERE r.id = prev.id AND (prev.status = 'queued' OR"
+        " FROM prev WHERE r.id = prev.id AND (r.expires_at IS NULL OR r.expires_at > epoch_now())"
+        " AND (prev.status = 'queued' OR"
         " (prev.status = 'in_progress' AND (r.lease_expires_at IS NULL"
         " OR r.lease_expires_at < now())))"
         " RETURNING r.*, prev.status AS previous_status",

@@ -29,14 +29,14 @@ class Runtime:
     relay: Relay
 
     async def ready(self) -> bool:
-        """Postgres answers and the producer knows the cluster."""
+        """Postgres answers, the producer knows the cluster, and the outbox relay runs."""
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
             await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 2)
-        except (OSError, asyncpg.PostgresError, KafkaError, TimeoutError):
+        except (*db.ERRORS, KafkaError):
             return False
-        return True
+        return self.relay.alive
 
 
 class TaskOwner:
@@ -46,8 +46,10 @@ class TaskOwner:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run `coro` until the owner stops."""
-        self._tasks.append(asyncio.create_task(coro, name=name))
+        """Run `coro` until the owner stops; a loop that dies is logged loudly."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_report_death)
+        self._tasks.append(task)
 
     async def stop(self) -> None:
         """Cancel every loop and wait for it."""
@@ -59,12 +61,17 @@ class TaskOwner:
         self._tasks.clear()
 
 
+def _report_death(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("background loop %r died", task.get_name(), exc_info=task.exception())
+
+
 async def periodic(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> None:
     """Call `action` every `seconds` until cancelled; a failed call is logged, not fatal."""
     while True:
         try:
             await action()
-        except (OSError, asyncpg.PostgresError, KafkaError, TimeoutError) as exc:
+        except (*db.ERRORS, KafkaError) as exc:
             log.warning("%s failed: %s", name, exc)
         await asyncio.sleep(seconds)
 

@@ -21,6 +21,7 @@ RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 @router.subscriber(topics.EVENTS, **bus.subscriber_options(topics.GROUP_MESSAGE_ARCHIVER))
+@bus.redeliver_on_failure
 async def on_event(message: KafkaMessage, runtime: RuntimeDep) -> None:
     """Append the event to its thread's archive; a redelivered event is stored once."""
     try:

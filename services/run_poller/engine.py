@@ -126,7 +126,7 @@ class Engine:
             closed = asyncio.Event()
             try:
                 conn = await db.connect(self._settings.database_url)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except db.ERRORS as exc:
                 log.warning("cancel listener: %s; reconnecting", exc)
                 await asyncio.sleep(1)
                 continue
@@ -135,7 +135,7 @@ class Engine:
                 await conn.add_listener(cancel.CHANNEL, lambda *args: self.stop(str(args[-1])))
                 await closed.wait()
             finally:
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                with contextlib.suppress(*db.ERRORS):
                     await asyncio.shield(conn.close(timeout=2))
 
     async def _drive(self, claim: Claim) -> None:
@@ -150,10 +150,11 @@ class Engine:
             await asyncio.shield(self._finish_cancel(lease))
         except LeaseLost:
             if await self._cancelling(lease):
-                await self._finish_cancel(lease)
+                self._stop_requested.add(lease.run_id)  # a late NOTIFY must not cancel us now
+                await asyncio.shield(self._finish_cancel(lease))
             else:
                 log.info("run %s: lease lost, leaving it to its new owner", lease.run_id)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except db.ERRORS as exc:
             log.warning("run %s: %s; the sweeper will re-drive it", lease.run_id, exc)
         finally:
             heartbeat.cancel()
@@ -167,7 +168,7 @@ class Engine:
             try:
                 async with self._pool.acquire() as conn:
                     status = await runstate.renew(conn, lease, self._settings.lease_seconds)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except db.ERRORS as exc:
                 log.warning("run %s: lease renewal failed: %s", lease.run_id, exc)
                 continue
             if status == "cancelling":

@@ -21,6 +21,7 @@ RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 @router.subscriber(topics.RUNS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
+@bus.redeliver_on_failure
 async def on_process_run(order: ProcessRun, engine: EngineDep) -> None:
     """Claim the run and drive it in a task; the offset commits right after the claim.
 
@@ -31,7 +32,8 @@ async def on_process_run(order: ProcessRun, engine: EngineDep) -> None:
         log.debug("claimed run %s", order.run_id)
 
 
-@router.subscriber(topics.TOOL_RESULTS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
+@router.subscriber(topics.TOOL_RESULTS, **bus.subscriber_options(topics.GROUP_RUN_POLLER_RESULTS))
+@bus.redeliver_on_failure
 async def on_tool_result(result: ToolCallResult, runtime: RuntimeDep) -> None:
     """Store a server-side tool result once; the run wakes when its step is fully answered."""
     async with runtime.pool.acquire() as conn, conn.transaction():

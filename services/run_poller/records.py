@@ -224,10 +224,11 @@ async def fail(
 
 async def expire(conn: asyncpg.Connection, run_id: str, thread_id: str) -> bool:
     """Expire an overdue run (status any active one, lease not held); False if it was not."""
-    cause = await conn.fetchval(
-        "SELECT coalesce(cause_event_id, id) FROM runs WHERE id = $1", run_id
+    row = await conn.fetchrow(
+        "SELECT coalesce(cause_event_id, id) AS cause, spent FROM runs WHERE id = $1", run_id
     )
-    run = await runstate.transition(conn, run_id, "expired")
+    cause = row["cause"]
+    run = await runstate.transition(conn, run_id, "expired", fields={"usage": row["spent"]})
     if run is None:
         return False
     step = await steps.current(conn, run_id)

@@ -7,10 +7,11 @@ import asyncpg
 
 from schemas.runs import Run, RunStep
 from schemas.threads import Message
-from services.core import outbox, runstate
+from services.core import outbox
 from services.core.ids import new_id
 from services.core.runstate import Lease
 from services.core.store import messages, steps
+from services.run_poller import records
 
 FLUSH_CHARS = 48
 FLUSH_SECONDS = 0.05
@@ -48,17 +49,14 @@ class ReplyWriter:
         return self.message is not None
 
     async def on_text(self, fragment: str) -> None:
-        """A fragment of the model's answer."""
-        if not self.opened:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await runstate.hold(conn, self._lease)
-                await self.open_in(conn)
+        """A fragment of the model's answer (the first one opens the reply, in one transaction)."""
         self.text += fragment
         self._pending += fragment
         due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        if len(self._pending) >= FLUSH_CHARS or due:
+        if not self.opened or len(self._pending) >= FLUSH_CHARS or due:
             async with self._pool.acquire() as conn, conn.transaction():
-                await runstate.hold(conn, self._lease)
+                await records.hold(conn, self._lease)  # thread, then run: the one lock order
+                await self.open_in(conn)
                 await self.flush_in(conn)
 
     async def open_in(self, conn: asyncpg.Connection) -> None:

@@ -17,6 +17,7 @@ RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 @router.subscriber(topics.INBOUND, **bus.subscriber_options(topics.GROUP_RUN_STARTER))
+@bus.redeliver_on_failure
 async def on_inbound(message: KafkaMessage, runtime: RuntimeDep) -> None:
     """Apply one inbound CloudEvent; bad ones go to the DLQ. The offset commits after commit."""
     raw = message.raw_message

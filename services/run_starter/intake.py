@@ -57,9 +57,13 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
             async with conn.transaction():
                 await _apply(conn, event, expires_seconds)
         except ThreadbusError as err:
-            await _reject(
-                conn, record, event_id, err.message, err.code or "invalid_request", event.subject
-            )
+            code = err.code or "invalid_request"
+            await _reject(conn, record, event_id, err.message, code, event.subject)
+            return "rejected"
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # Input the database refuses (a NUL character in text, say) is bad input too.
+            reason = f"the event could not be stored: {exc}"
+            await _reject(conn, record, event_id, reason, "invalid_event", event.subject)
             return "rejected"
     return "accepted"
 

@@ -25,6 +25,7 @@ def build_router(workers: int) -> KafkaRouter:
         options["max_workers"] = workers
 
     @router.subscriber(topics.TOOL_CALLS, **options)
+    @bus.redeliver_on_failure
     async def on_tool_call(order: ExecuteToolCall, executor: ExecutorDep) -> None:
         """Answer one tool call; the offset commits after the result is recorded."""
         await executor.execute(order)

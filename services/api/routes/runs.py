@@ -18,7 +18,13 @@ from schemas.requests import (
 from schemas.runs import Run
 from services.api.deps import AppRuntime, AppSettings, Conn, Listing, require_beta
 from services.api.routes import out
-from services.api.streaming import RunStream, run_or_stream, sse, wait_for_start
+from services.api.streaming import (
+    RunStream,
+    run_or_stream,
+    settled_check,
+    sse,
+    wait_for_start,
+)
 from services.core import cancel, toolflow
 from services.core.errors import InvalidRequest
 from services.core.ids import new_id
@@ -125,7 +131,9 @@ async def retrieve_run(
 @router.post("/{run_id}")
 async def update_run(thread_id: str, run_id: str, body: RunUpdate, conn: Conn) -> JSONResponse:
     """Modify a run's metadata."""
-    await runs.get(conn, thread_id, run_id)
+    run = await runs.get(conn, thread_id, run_id)
+    if "metadata" not in body.model_fields_set:
+        return out(run)
     row = await conn.fetchrow(
         "UPDATE runs SET metadata = $2 WHERE id = $1 RETURNING *", run_id, body.metadata or {}
     )
@@ -222,7 +230,7 @@ async def stream_run_events(
     except BaseException:
         await reader.close()
         raise
-    return sse(reader.frames(run_id))
+    return sse(reader.frames(run_id, settled=settled_check(runtime.pool, run_id)))
 
 
 def _position(event_id: str) -> tuple[int, int]:

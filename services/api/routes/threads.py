@@ -79,7 +79,9 @@ async def update_message(
     thread_id: str, message_id: str, body: MessageUpdate, conn: Conn
 ) -> JSONResponse:
     """Modify a message's metadata."""
-    await messages.get(conn, thread_id, message_id)
+    message = await messages.get(conn, thread_id, message_id)
+    if "metadata" not in body.model_fields_set:
+        return out(message)
     row = await conn.fetchrow(
         "UPDATE messages SET metadata = $2 WHERE id = $1 RETURNING *",
         message_id,

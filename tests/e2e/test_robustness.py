@@ -1,0 +1,84 @@
+"""Faults and edges: a relay whose connection is killed, bad bytes inbound, resumes at the end."""
+
+import time
+import uuid
+
+import asyncpg
+import httpx
+from openai import OpenAI
+
+from tests.e2e.test_streaming import BETA
+from tests.fakes.model_server import ScriptedModelServer
+from tests.kafka_tap import KafkaTap, user_message
+from tests.sse import read_all
+from tests.system import System, wait_until
+
+
+async def test_the_relay_survives_its_connection_being_killed(
+    client: OpenAI, model: ScriptedModelServer, system: System
+) -> None:
+    model.script("after the kill", reply="Still here.")
+    conn = await asyncpg.connect(system.infra.database_url)
+    try:
+        killed = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            " AND (query ILIKE '%advisory_lock%' OR query ILIKE 'LISTEN%')"
+        )
+    finally:
+        await conn.close()
+    assert killed, "expected relay and listener connections to kill"
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "after the kill"}])
+    started = time.monotonic()
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed"
+    assert time.monotonic() - started < 15
+    probe = system.api_url.removesuffix("/v1") + "/readyz"
+    assert httpx.get(probe, timeout=5).status_code == 200
+
+
+def test_text_the_database_refuses_goes_to_the_dlq(tap: KafkaTap, client: OpenAI) -> None:
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread_id = f"thread_{uuid.uuid4().hex}"
+    event = user_message(thread_id, assistant.id, "nul \u0000 inside")
+    tap.publish(event, key=thread_id)
+    letter = wait_until(lambda: [d for d in tap.dead_letters() if d["event_id"] == event["id"]])[0]
+    assert "could not be stored" in letter["reason"]
+    good = user_message(thread_id, assistant.id, "clean text")
+    tap.publish(good, key=thread_id)
+    wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
+
+
+def test_resuming_after_the_last_event_ends_at_once(
+    client: OpenAI, model: ScriptedModelServer, system: System
+) -> None:
+    model.script("resume at the end", reply="Done already.")
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "resume at the end"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    url = f"{system.api_url}/threads/{thread.id}/runs/{run.id}/events"
+    with httpx.stream("GET", url, headers=BETA, timeout=30) as response:
+        whole = read_all(response)
+    assert whole[-2].event == "thread.run.completed"
+    started = time.monotonic()
+    with httpx.stream(
+        "GET", url, headers={**BETA, "Last-Event-ID": str(whole[-2].id)}, timeout=30
+    ) as response:
+        rest = read_all(response)
+    assert [e.event for e in rest] == ["done"]
+    assert time.monotonic() - started < 10
+
+
+def test_updating_without_metadata_keeps_it(client: OpenAI, model: ScriptedModelServer) -> None:
+    model.script("keep my metadata", reply="kept")
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "keep my metadata"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, metadata={"k": "v"}
+    )
+    assert client.beta.threads.runs.update(run.id, thread_id=thread.id).metadata == {"k": "v"}
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    client.beta.threads.messages.update(message.id, thread_id=thread.id, metadata={"m": "1"})
+    kept = client.beta.threads.messages.update(message.id, thread_id=thread.id)
+    assert kept.metadata == {"m": "1"}
