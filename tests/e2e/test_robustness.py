@@ -35,7 +35,8 @@ async def test_the_relay_survives_its_connection_being_killed(
     assert run.status == "completed"
     assert time.monotonic() - started < 15
     probe = system.api_url.removesuffix("/v1") + "/readyz"
-    assert httpx.get(probe, timeout=5).status_code == 200
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.get(probe)).status_code == 200
 
 
 def test_text_the_database_refuses_goes_to_the_dlq(tap: KafkaTap, client: OpenAI) -> None:
