@@ -1,5 +1,6 @@
 """Function tools: expiry, a round trip driven only by Kafka, executors that scale, redelivery."""
 
+import re
 import time
 import uuid
 from collections import Counter
@@ -119,9 +120,7 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
 ) -> None:
     second = system.spawn("tool_executor", label="tool-executor-2")
     try:
-        wait_until(lambda: "assigned to partitions" in system.log("tool-executor-2"), timeout=60)
-        wait_until(lambda: system.log("tool_executor").count("assigned to partitions") >= 2,
-                   timeout=60)  # fmt: skip
+        wait_until(lambda: _split(system, "tool_executor", "tool-executor-2"), timeout=90)
         await wait_for_handlers(system, "slow_echo")
         assistant = client.beta.assistants.create(
             model="gpt-4o", tools=[function_tool("slow_echo")]
@@ -141,19 +140,40 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
             )
             assert final.status == "completed"
         call_ids = []
+        per_run: list[list[str]] = []
         for run in runs:
             step = client.beta.threads.runs.steps.list(
                 run_id=run.id, thread_id=run.thread_id, order="asc"
             ).data[0]
-            call_ids += [c.id for c in step.step_details.tool_calls]  # type: ignore[union-attr]
+            per_run.append([c.id for c in step.step_details.tool_calls])  # type: ignore[union-attr]
+            call_ids += per_run[-1]
         log = [line.split() for line in (workdir / "calls.log").read_text().splitlines()]
         ran = Counter(call_id for call_id, _ in log if call_id in set(call_ids))
         assert sorted(ran) == sorted(call_ids)
         assert set(ran.values()) == {1}, "a call ran more than once"
         pids = {pid for call_id, pid in log if call_id in set(call_ids)}
         assert len(pids) == 2, "both executors should have done work"
+        # One thread's calls ran in the order the model made them, on one executor.
+        order = [call_id for call_id, _ in log]
+        owner = dict(log)
+        for earlier, later in per_run:
+            assert order.index(earlier) < order.index(later)
+            assert owner[earlier] == owner[later]
     finally:
         second.stop()
+
+
+def _assignment(log: str) -> set[str]:
+    """The partitions of the last assignment a consumer logged."""
+    lines = [line for line in log.splitlines() if "threadbus.tool_calls" in line
+             and "assigned to partitions" in line]  # fmt: skip
+    return set(re.findall(r"partition=(\d+)", lines[-1])) if lines else set()
+
+
+def _split(system: System, *labels: str) -> bool:
+    """Each consumer holds some partitions, and no partition is held twice."""
+    held = [_assignment(system.log(label)) for label in labels]
+    return all(held) and len(set().union(*held)) == sum(len(h) for h in held)
 
 
 async def test_a_result_delivered_twice_is_stored_once(
