@@ -332,3 +332,23 @@ def test_raw_stream_framing(
     assert first[0].startswith("id: ")
     assert first[1] == "event: thread.run.created"
     assert json.loads(first[2].removeprefix("data: "))["status"] == "queued"
+
+
+def test_an_incomplete_run_streams_its_end(
+    client: OpenAI, model: ScriptedModelServer, assistant_id: str
+) -> None:
+    model.script("too long for the budget", reply=" ".join(f"t{i}" for i in range(300)))
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "too long for the budget"}]
+    )
+    with client.beta.threads.runs.stream(
+        thread_id=thread.id, assistant_id=assistant_id, max_completion_tokens=256
+    ) as stream:
+        names = [event.event for event in stream]
+        run = stream.get_final_run()
+    assert without_deltas(names) == [
+        *PLAIN, "thread.message.incomplete", "thread.run.step.completed", "thread.run.incomplete"
+    ]  # fmt: skip
+    assert run.status == "incomplete"
+    assert run.incomplete_details is not None
+    assert run.incomplete_details.reason == "max_completion_tokens"
