@@ -3,7 +3,6 @@
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -81,8 +80,3 @@ async def migrate(dsn: str, directory: Path | None = None) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATIONS_LOCK)
         await conn.close()
     return applied
-
-
-def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    """A row as a dict, or None."""
-    return dict(row) if row is not None else None

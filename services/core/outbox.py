@@ -101,7 +101,6 @@ class Relay:
         self._producer = producer
         self._idle = idle_seconds
         self._wake = asyncio.Event()
-        self.published = 0
         self.alive = True
 
     async def run(self) -> None:
@@ -202,5 +201,4 @@ class Relay:
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
-        self.published += len(rows)
         return len(rows)

@@ -35,11 +35,6 @@ class Engine:
         self._writers: dict[str, ReplyWriter] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
 
-    @property
-    def active(self) -> int:
-        """How many runs this process is driving."""
-        return len(self._tasks)
-
     async def offer(self, run_id: str) -> bool:
         """Claim the run if it is claimable and start driving it; True if claimed."""
         if run_id in self._tasks:
@@ -269,7 +264,8 @@ class Engine:
             run = await records.hold(conn, lease)
             total = await records.spend(conn, run.id, usage)
             if completion.text or not calls:
-                reply_usage = usage if not calls else records.usage_of(Completion())
+                # A turn that also called tools counts its tokens on the tool step.
+                reply_usage = usage if not calls else records.NO_USAGE
                 reason = "max_tokens" if cut_off else None
                 await writer.finish_in(conn, completion.text, reply_usage, incomplete_reason=reason)
             if cut_off:

@@ -19,6 +19,10 @@ from services.core.store.toolcalls import ToolCallRow
 log = logging.getLogger(__name__)
 
 
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+"""A step's usage when its turn's tokens are counted on a sibling step."""
+
+
 def usage_of(completion: Completion) -> dict[str, int]:
     """A turn's token usage."""
     return {

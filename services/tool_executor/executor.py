@@ -23,7 +23,6 @@ class Executor:
         self._pool = pool
         self.handlers = handlers
         self._owner = owner
-        self.executed = 0
 
     async def execute(self, order: ExecuteToolCall) -> None:
         """Run the call unless its result is already recorded; publish the result once."""
@@ -62,7 +61,6 @@ class Executor:
             if first is None:
                 return  # another executor finished the same call first
             await outbox.enqueue(conn, topics.TOOL_RESULTS, order.thread_id, result)
-        self.executed += 1
 
     async def _run(self, order: ExecuteToolCall) -> tuple[str, bool]:
         name = order.name or ""
