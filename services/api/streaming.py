@@ -39,7 +39,8 @@ IDLE_SECONDS = 1.0
 DONE = b"event: done\ndata: [DONE]\n\n"
 
 
-def _error_frame(message: str) -> bytes:
+def error_frame(message: str) -> bytes:
+    """An `error` event the SDK raises on (reference 5.6)."""
     error = {"code": "server_error", "message": message, "param": None, "type": "server_error"}
     # Spec-shaped for raw consumers, plus an "error" key, which makes every SDK version raise.
     return b"event: error\ndata: " + json.dumps({**error, "error": error}).encode() + b"\n\n"
@@ -136,7 +137,7 @@ class RunStream:
                             return
         except (KafkaError, OSError) as exc:
             log.warning("stream of run %s broke: %s", run_id, exc)
-            yield _error_frame(f"The event stream broke: {exc}")
+            yield error_frame(f"The event stream broke: {exc}")
         finally:
             await self.close()
 
