@@ -40,6 +40,7 @@ class Lease:
     """Proof that this worker drives a run; every write is fenced by the token."""
 
     run_id: str
+    thread_id: str
     token: uuid.UUID
     owner: str
     cause: str
@@ -123,7 +124,11 @@ async def claim(
     values = dict(row)
     return Claim(
         lease=Lease(
-            run_id=run_id, token=token, owner=owner, cause=values["cause_event_id"] or run_id
+            run_id=run_id,
+            thread_id=values["thread_id"],
+            token=token,
+            owner=owner,
+            cause=values["cause_event_id"] or run_id,
         ),
         run=run_store.render(values),
         previous_status=values["previous_status"],

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from schemas.runs import ACTIVE_STATUSES
 from services.core import cancel, db, outbox, runstate
 from services.core.ids import new_id
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
@@ -18,8 +19,6 @@ from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ["queued", "in_progress", "requires_action", "cancelling"]
 
 
 class Engine:
@@ -62,7 +61,7 @@ class Engine:
                 "SELECT id, thread_id FROM runs WHERE status = ANY($1::text[])"
                 " AND expires_at <= epoch_now()"
                 " AND (lease_expires_at IS NULL OR lease_expires_at < now())",
-                ACTIVE,
+                list(ACTIVE_STATUSES),
             )
             for row in overdue:
                 async with conn.transaction():
@@ -187,15 +186,11 @@ class Engine:
         """The run was being cancelled while we drove it: nothing more is written but that."""
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                thread_id = await conn.fetchval(
-                    "SELECT thread_id FROM runs WHERE id = $1", lease.run_id
-                )
-                await records.lock_thread(conn, thread_id)
-                await runstate.hold(conn, lease, status="cancelling")
+                await records.hold(conn, lease, status="cancelling")
                 if (writer := self._writers.get(lease.run_id)) is not None:
                     await writer.abandon_in(conn, "run_cancelled")
                 await cancel.finish(
-                    conn, lease.run_id, thread_id, lease.cause,
+                    conn, lease.run_id, lease.thread_id, lease.cause,
                     expires_seconds=self._settings.run_expires_seconds, lease=lease,
                 )  # fmt: skip
             log.info("run %s cancelled", lease.run_id)

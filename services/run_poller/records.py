@@ -7,7 +7,7 @@ import asyncpg
 
 from schemas import topics
 from schemas.events import ExecuteToolCall
-from schemas.runs import Run, RunStep
+from schemas.runs import Run, RunStatus, RunStep
 from schemas.threads import Message
 from services.core import outbox, runstate
 from services.core.ids import new_id
@@ -37,13 +37,10 @@ async def lock_thread(conn: asyncpg.Connection, thread_id: str) -> None:
     await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)
 
 
-async def hold(conn: asyncpg.Connection, lease: Lease) -> Run:
+async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "in_progress") -> Run:
     """Lock the run's thread, then the run, and check the lease (raises LeaseLost)."""
-    thread_id = await conn.fetchval("SELECT thread_id FROM runs WHERE id = $1", lease.run_id)
-    if thread_id is None:
-        raise LeaseLost(lease.run_id)
-    await lock_thread(conn, thread_id)
-    return await runstate.hold(conn, lease)
+    await lock_thread(conn, lease.thread_id)
+    return await runstate.hold(conn, lease, status=status)
 
 
 async def spend(conn: asyncpg.Connection, run_id: str, usage: dict[str, int]) -> dict[str, int]:

@@ -95,12 +95,6 @@ async def list_page(
     )
 
 
-async def history(conn: asyncpg.Connection, thread_id: str) -> list[Message]:
-    """Every message of the thread in order (the model's context)."""
-    rows = await conn.fetch("SELECT * FROM messages WHERE thread_id = $1 ORDER BY seq", thread_id)
-    return [render(dict(r)) for r in rows]
-
-
 async def open_assistant_message(conn: asyncpg.Connection, run: Any, message_id: str) -> Message:
     """Insert the run's reply, `in_progress` with no content yet."""
     row = await conn.fetchrow(

@@ -14,6 +14,7 @@ from schemas.runs import ACTIVE_STATUSES, Run
 from services.core import outbox
 from services.core.errors import InvalidRequest, NotFound
 from services.core.ids import new_id
+from services.core.store import assistants
 from services.core.store.pagination import Order, page
 
 log = logging.getLogger(__name__)
@@ -188,14 +189,15 @@ async def start_pending(conn: asyncpg.Connection, thread_id: str, expires_second
     pending = await take_pending(conn, thread_id)
     if pending is None:
         return
-    row = await conn.fetchrow("SELECT * FROM assistants WHERE id = $1", pending["assistant_id"])
-    if row is None:
+    try:
+        assistant = await assistants.get(conn, pending["assistant_id"])
+    except NotFound:
         log.warning("pending run for %s dropped: its assistant is gone", thread_id)
         return
     await create(
         conn,
         thread_id,
-        Assistant.model_validate(dict(row)),
+        assistant,
         RunOptions.model_validate(pending["options"]),
         expires_seconds=expires_seconds,
         cause=pending["cause_event_id"],
