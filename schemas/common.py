@@ -19,6 +19,12 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class RequestModel(BaseModel):
+    """Base of request bodies: unknown arguments are a 400, as in the hosted API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Usage(WireModel):
     """Token usage of a run or a run step."""
 

@@ -9,6 +9,7 @@ from schemas.common import ErrorBody, Metadata
 from schemas.requests import ContentPart, MessageText, RequestModel, RunOptions, ToolOutput
 from schemas.runs import Run, RunStep
 from schemas.threads import Attachment, Message, Thread
+from schemas.vector_stores import VectorStoreFile
 
 ThreadId = Annotated[
     str,
@@ -162,6 +163,18 @@ class DeltaEvent(OutboundBase):
     data: dict[str, Any]
 
 
+class VectorStoreFileEvent(OutboundBase):
+    """A file of a vector store changed status (`subject` and the Kafka key: the store's id)."""
+
+    type: Literal[
+        "vector_store.file.in_progress",
+        "vector_store.file.completed",
+        "vector_store.file.failed",
+        "vector_store.file.cancelled",
+    ]
+    data: VectorStoreFile
+
+
 class ErrorData(BaseModel):
     """What went wrong with an inbound event."""
 
@@ -177,7 +190,13 @@ class ErrorEvent(OutboundBase):
 
 
 OutboundEvent = Annotated[
-    ThreadEvent | RunEvent | RunStepEvent | MessageEvent | DeltaEvent | ErrorEvent,
+    ThreadEvent
+    | RunEvent
+    | RunStepEvent
+    | MessageEvent
+    | DeltaEvent
+    | VectorStoreFileEvent
+    | ErrorEvent,
     Field(discriminator="type"),
 ]
 OUTBOUND: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
@@ -218,6 +237,23 @@ class ToolCallResult(BaseModel):
     tool_call_id: str
     output: str
     is_error: bool = False
+    details: dict[str, Any] | None = Field(
+        default=None, description="The call's structured result (file_search: its results)."
+    )
+
+
+class IndexFile(BaseModel):
+    """Order to the file-indexer (`threadbus.ingest`, key = vector store id): index a file.
+
+    A wake-up, not the truth: the vector store file row decides; an order whose `generation`
+    is not the row's is stale (the file was attached again since).
+    """
+
+    type: Literal["IndexFile"] = "IndexFile"
+    id: str
+    vector_store_id: str
+    file_id: str
+    generation: int
 
 
 class DeadLetter(BaseModel):

@@ -2,18 +2,15 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from schemas.assistants import ReasoningEffort, ResponseFormat, ToolResources
-from schemas.common import Metadata, Tool
+from schemas.assistants import ReasoningEffort, ResponseFormat
+from schemas.common import Metadata, RequestModel, Tool
 from schemas.runs import ToolChoice, TruncationStrategy
 from schemas.threads import Attachment, ImageDetail
+from schemas.vector_stores import ToolResourcesParam as ToolResources
 
-
-class RequestModel(BaseModel):
-    """Base of request bodies: unknown arguments are a 400, as in the hosted API."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["RequestModel", "ToolResources"]
 
 
 MessageText = Annotated[str, StringConstraints(max_length=256_000)]

@@ -15,7 +15,10 @@ TOOL_CALLS: Final = "threadbus.tool_calls"
 TOOL_RESULTS: Final = "threadbus.tool_results"
 """Results of server-side tool calls, back to the run-poller."""
 
-ALL: Final = (INBOUND, EVENTS, DLQ, RUNS, TOOL_CALLS, TOOL_RESULTS)
+INGEST: Final = "threadbus.ingest"
+"""Files to index into vector stores (key = vector store id), for the file-indexer."""
+
+ALL: Final = (INBOUND, EVENTS, DLQ, RUNS, TOOL_CALLS, TOOL_RESULTS, INGEST)
 
 GROUP_RUN_STARTER: Final = "run-starter"
 GROUP_RUN_POLLER: Final = "run-poller"
@@ -24,3 +27,4 @@ GROUP_RUN_POLLER_RESULTS: Final = "run-poller-results"
 consumers of one process never rebalance each other."""
 GROUP_TOOL_EXECUTOR: Final = "tool-executor"
 GROUP_MESSAGE_ARCHIVER: Final = "message-archiver"
+GROUP_FILE_INDEXER: Final = "file-indexer"

@@ -26,6 +26,8 @@ FAST_ENGINE = {
     "THREADBUS_POLL_AFTER_MS": "50",
     "THREADBUS_PARTITIONS": "4",
     "THREADBUS_LOG_LEVEL": "INFO",
+    "THREADBUS_MAX_FILE_BYTES": str(3 * 1024 * 1024),
+    "THREADBUS_POLL_INTERVAL_SECONDS": "0.2",
 }
 """Short leases and sweeps so that crash and re-drive tests take seconds."""
 

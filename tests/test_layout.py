@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ["api", "run_starter", "run_poller", "tool_executor", "message_archiver"]
+SERVICES = ["api", "run_starter", "run_poller", "tool_executor", "message_archiver", "file_indexer"]
 SERVICE_FILES = ["__main__.py", "app.py", "handlers.py", "settings.py", "README.md"]
 
 

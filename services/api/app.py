@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request, Response
 from services.api import errors
 from services.api.handlers import probes, v1
 from services.api.settings import Settings
+from services.core.blobs import open_store
+from services.core.embeddings import LocalEmbedder, open_embedder
 from services.core.runtime import open_runtime
 
 
@@ -20,6 +22,11 @@ def create_app(settings: Settings) -> FastAPI:
         async with open_runtime(settings, health=False) as runtime:
             app.state.runtime = runtime
             app.state.settings = settings
+            app.state.blobs = open_store(settings, runtime.pool)
+            embedder = open_embedder(settings)
+            if isinstance(embedder, LocalEmbedder):
+                await embedder.warm_up()  # the first search must not pay for loading the model
+            app.state.embedder = embedder
             yield
 
     app = FastAPI(title="Threadbus", version="0.1.0", lifespan=lifespan, docs_url="/docs")

@@ -7,6 +7,8 @@ import asyncpg
 from fastapi import Depends, Header, Query, Request
 
 from services.api.settings import Settings
+from services.core.blobs import BlobStore
+from services.core.embeddings import Embedder
 from services.core.errors import InvalidRequest
 from services.core.runtime import Runtime
 
@@ -27,11 +29,23 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _blobs(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blobs
+    return blobs
+
+
+def _embedder(request: Request) -> Embedder:
+    embedder: Embedder = request.app.state.embedder
+    return embedder
+
+
 # scope="function": the transaction commits before the response is sent, so a client that
 # reads right after a write sees it (the default scope finishes after the response).
 Conn = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppRuntime = Annotated[Runtime, Depends(_runtime)]
+AppBlobs = Annotated[BlobStore, Depends(_blobs)]
+AppEmbedder = Annotated[Embedder, Depends(_embedder)]
 
 
 class ListParams:

@@ -3,13 +3,15 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.api.routes import assistants, runs, threads
+from services.api.routes import assistants, files, runs, threads, vector_stores
 
 v1 = APIRouter(prefix="/v1")
 v1.include_router(assistants.router)
 v1.include_router(runs.thread_and_run)  # before /threads/{thread_id}
 v1.include_router(threads.router)
 v1.include_router(runs.router)
+v1.include_router(files.router)
+v1.include_router(vector_stores.router)
 
 probes = APIRouter()
 

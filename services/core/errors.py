@@ -37,3 +37,10 @@ class NotFound(ThreadbusError):
     def of(cls, kind: str, object_id: str) -> "NotFound":
         """`No thread found with id 'thread_x'.`"""
         return cls(f"No {kind} found with id {object_id!r}.")
+
+
+class PayloadTooLarge(ThreadbusError):
+    """The request body or upload is larger than allowed (413)."""
+
+    status = 413
+    type = "invalid_request_error"

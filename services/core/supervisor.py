@@ -18,9 +18,9 @@ from services.core.embedded import EmbeddedKafka, EmbeddedPostgres
 
 log = logging.getLogger("threadbus.up")
 
-SERVICES = ("api", "run_starter", "run_poller", "tool_executor", "message_archiver")
+SERVICES = ("api", "run_starter", "run_poller", "tool_executor", "message_archiver", "file_indexer")
 HEALTH_PORTS = {"run_poller": 8081, "run_starter": 8082, "tool_executor": 8083,
-                "message_archiver": 8084}  # fmt: skip
+                "message_archiver": 8084, "file_indexer": 8085}  # fmt: skip
 
 
 class UpSettings(BaseSettings):
@@ -38,7 +38,7 @@ class UpSettings(BaseSettings):
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     health_port_base: int = Field(
-        default=0, description="Workers' probe ports start here (0: 8081-8084)."
+        default=0, description="Workers' probe ports start here (0: 8081-8085)."
     )
 
 

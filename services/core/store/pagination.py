@@ -26,20 +26,22 @@ async def page(
     """One page of `table` rows matching `where` (which uses `$1..$n` of `args`).
 
     `after` continues past an id in the chosen order; `before` returns the objects closest
-    to an id on the other side, still in the chosen order.
+    to an id on the other side, still in the chosen order. A cursor is looked up among the
+    rows `where` selects, so ids need only be unique within one listing.
     """
     forward = order == "asc"
     clauses = [where]
+    scope = f" AND ({where})"  # a cursor names an object of the same listing
     params = list(args)
     scan_ascending = forward
     if after is not None:
         params.append(after)
         op = ">" if forward else "<"
-        clauses.append(f"seq {op} (SELECT seq FROM {table} WHERE id = ${len(params)})")
+        clauses.append(f"seq {op} (SELECT seq FROM {table} WHERE id = ${len(params)}{scope})")
     if before is not None:
         params.append(before)
         op = "<" if forward else ">"
-        clauses.append(f"seq {op} (SELECT seq FROM {table} WHERE id = ${len(params)})")
+        clauses.append(f"seq {op} (SELECT seq FROM {table} WHERE id = ${len(params)}{scope})")
         if after is None:
             scan_ascending = not forward
     params.append(limit + 1)

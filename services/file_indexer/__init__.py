@@ -1,0 +1,1 @@
+"""file-indexer: parses, chunks and embeds the files of vector stores."""

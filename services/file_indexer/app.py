@@ -1,0 +1,44 @@
+"""file-indexer composition root: settings, broker, embedder, blob store, the pull loop."""
+
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from faststream import ContextRepo, FastStream
+
+from services.core import bus
+from services.core.blobs import open_store
+from services.core.embeddings import LocalEmbedder, open_embedder
+from services.core.runtime import TaskOwner, open_runtime
+from services.file_indexer.handlers import router
+from services.file_indexer.indexer import Indexer
+from services.file_indexer.settings import Settings
+
+settings = Settings()
+settings.configure_logging()
+broker = bus.make_broker(settings.kafka_bootstrap_servers, settings.service_name)
+broker.include_router(router)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+    """Open the runtime, load the embedder, pull work until shutdown, then hand files back."""
+    async with open_runtime(settings) as runtime:
+        embedder = open_embedder(settings)
+        if isinstance(embedder, LocalEmbedder):
+            await embedder.warm_up()
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        indexer = Indexer(runtime.pool, open_store(settings, runtime.pool), embedder, settings,
+                          owner)  # fmt: skip
+        context.set_global("indexer", indexer)
+        loops = TaskOwner()
+        loops.start(indexer.pull(), "pull files")
+        try:
+            yield
+        finally:
+            await loops.stop()
+            await indexer.shutdown(grace=10)
+
+
+app = FastStream(broker, lifespan=lifespan)
