@@ -199,7 +199,8 @@ def test_file_content_update_delete_and_store_delete(client: OpenAI) -> None:
         store.id, name="renamed", expires_after={"anchor": "last_active_at", "days": 3}
     )
     assert renamed.name == "renamed"
-    assert renamed.expires_after is not None and renamed.expires_after.days == 3
+    assert renamed.expires_after is not None
+    assert renamed.expires_after.days == 3
     assert renamed.expires_at == renamed.last_active_at + 3 * 86400  # type: ignore[operator]
     cleared = client.vector_stores.update(store.id, expires_after=None)
     assert (cleared.expires_after, cleared.expires_at) == (None, None)
