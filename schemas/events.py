@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from schemas.common import ErrorBody, Metadata
 from schemas.requests import ContentPart, MessageText, RequestModel, RunOptions, ToolOutput
-from schemas.runs import Run, RunStep
+from schemas.runs import Run, RunStep, ToolType
 from schemas.threads import Attachment, Message, Thread
 from schemas.vector_stores import VectorStoreFile
 
@@ -222,7 +222,7 @@ class ExecuteToolCall(BaseModel):
     run_id: str
     thread_id: str
     tool_call_id: str
-    tool_type: Literal["function", "code_interpreter", "file_search"]
+    tool_type: ToolType
     name: str | None = None
     arguments: str = ""
 

@@ -18,6 +18,8 @@ RunStatus = Literal[
     "incomplete",
     "expired",
 ]
+ToolType = Literal["function", "code_interpreter", "file_search"]
+"""The kinds of tool a run step's tool call can be."""
 ACTIVE_STATUSES: tuple[RunStatus, ...] = ("queued", "in_progress", "requires_action", "cancelling")
 TERMINAL_STATUSES: tuple[RunStatus, ...] = (
     "cancelled",

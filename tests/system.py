@@ -127,6 +127,19 @@ class System:
         for process in self.services.values():
             process.stop()
 
+    def sql(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        """Run one statement against the system's database (from a synchronous test)."""
+        import asyncpg
+
+        async def run() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(self.infra.database_url)
+            try:
+                return [dict(r) for r in await conn.fetch(query, *args)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
     def log(self, label: str) -> str:
         """What a service has logged so far."""
         return (self.logdir / f"{label}.log").read_text(errors="replace")

@@ -1,5 +1,7 @@
 """Tool outputs coming back to a run: from the client (submit_tool_outputs) or the executor."""
 
+from typing import Any
+
 import asyncpg
 
 from schemas.requests import ToolOutput
@@ -65,7 +67,13 @@ async def submit(
 
 
 async def accept_result(
-    conn: asyncpg.Connection, thread_id: str, run_id: str, call_id: str, output: str, is_error: bool
+    conn: asyncpg.Connection,
+    thread_id: str,
+    run_id: str,
+    call_id: str,
+    output: str,
+    is_error: bool,
+    details: dict[str, Any] | None = None,
 ) -> bool:
     """Store a server-side result once; wake the run when its step has every output.
 
@@ -75,7 +83,9 @@ async def accept_result(
         run = await _lock(conn, thread_id, run_id)
     except NotFound:
         return False
-    stored = await toolcalls.store_output(conn, run_id, call_id, output, is_error=is_error)
+    stored = await toolcalls.store_output(
+        conn, run_id, call_id, output, is_error=is_error, details=details
+    )
     if stored is None:
         return False
     calls = await toolcalls.of_step(conn, stored.step_id)

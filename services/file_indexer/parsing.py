@@ -84,12 +84,14 @@ class _VisibleText(HTMLParser):
     """The text a browser shows: a line per block element, a tab between table cells."""
 
     HIDDEN = frozenset({"script", "style", "template"})
-    PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6"})
+    SPACED = frozenset(
+        {"p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl", "pre", "blockquote", "table"}
+    )
+    """Blocks set apart by a blank line, as a browser's margins set them apart."""
     BLOCKS = (
-        PARAGRAPHS
-        | {"address", "article", "aside", "blockquote", "figure", "figcaption", "footer", "form"}
-        | {"header", "main", "nav", "section", "div", "pre", "title", "br", "hr"}
-        | {"ul", "ol", "li", "dl", "dt", "dd", "table", "tr"}
+        SPACED
+        | {"address", "article", "aside", "figure", "figcaption", "footer", "form", "header"}
+        | {"main", "nav", "section", "div", "title", "br", "hr", "li", "dt", "dd", "tr"}
     )
 
     def __init__(self) -> None:
@@ -106,7 +108,7 @@ class _VisibleText(HTMLParser):
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:  # noqa: ARG002
         if tag in self.BLOCKS:  # <br/>, <hr/>
-            self.parts.append("\n")
+            self._break(1)
 
     def _tag(self, tag: str, step: int) -> None:
         if tag in self.HIDDEN:
@@ -114,11 +116,22 @@ class _VisibleText(HTMLParser):
         elif tag == "pre":
             self.pre = max(0, self.pre + step)
         if tag in self.BLOCKS:
-            self.parts.append("\n\n" if tag in self.PARAGRAPHS else "\n")
+            self._break(2 if tag in self.SPACED else 1)
         elif tag in {"td", "th"} and step > 0 and self.parts:
             self.parts[-1] = self.parts[-1].rstrip(" ")
             if not self.parts[-1].endswith("\n"):
                 self.parts.append("\t")
+
+    def _break(self, lines: int) -> None:
+        """End the line, with `lines - 1` blank lines after it at least (none at the start)."""
+        if not self.parts:
+            return
+        last = self.parts[-1]
+        ending = len(last) - len(last.rstrip("\n"))
+        if ending == len(last):
+            self.parts[-1] = "\n" * max(lines, ending)
+        elif ending < lines:
+            self.parts.append("\n" * (lines - ending))
 
     def handle_data(self, data: str) -> None:
         if self.hidden:
@@ -200,10 +213,11 @@ def _pdf(data: bytes) -> str:
         return "\n\n".join(page.extract_text() for page in reader.pages)
     except FileNotDecryptedError:
         raise InvalidFile("The PDF is encrypted with a password.") from None
+    except DependencyError:  # AES needs pypdf's optional `cryptography`
+        raise InvalidFile("The PDF is encrypted in a way this server cannot read.") from None
     # Broken PDFs make pypdf raise more than its own errors (its docs say so).
     except (
         PyPdfError,
-        DependencyError,
         ValueError,
         LookupError,
         TypeError,

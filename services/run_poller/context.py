@@ -63,12 +63,37 @@ def _chat_messages(item: TimelineItem) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": None, "tool_calls": calls}, *answers]
 
 
+FILE_SEARCH_FUNCTION: dict[str, Any] = {
+    "name": toolcalls.FILE_SEARCH,
+    "description": (
+        "Search the files available to you (uploaded by the user or given to you) for passages"
+        " relevant to the conversation. Use it before answering questions about their content."
+        " Each result starts with a marker such as 【0:1†report.pdf】; cite the passages you use"
+        " by writing their markers right after the sentences they support."
+    ),
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "queries": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "One or more search queries, each self-contained.",
+            }
+        },
+        "required": ["queries"],
+    },
+}
+"""How the model is offered the file_search tool: a function answered server-side."""
+
+
 def _tools(run: Run) -> list[dict[str, Any]]:
     tools = []
     for tool in run.tools:
         if tool.type == "function":
             function = tool.function.model_dump(mode="json", exclude_none=True)
             tools.append({"type": "function", "function": function})
+        elif tool.type == "file_search":
+            tools.append({"type": "function", "function": FILE_SEARCH_FUNCTION})
     return tools
 
 
@@ -78,7 +103,9 @@ def _tool_choice(run: Run) -> Any:
         return choice
     if choice.type == "function" and choice.function is not None:
         return {"type": "function", "function": {"name": choice.function.name}}
-    return "required"  # a named built-in tool: the model must call a tool
+    if choice.type == "file_search":
+        return {"type": "function", "function": {"name": toolcalls.FILE_SEARCH}}
+    return "required"  # another named built-in tool: the model must call a tool
 
 
 class NoRoom(Exception):

@@ -13,7 +13,7 @@ from services.core.ids import new_id
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
-from services.run_poller import records
+from services.run_poller import knowledge, records
 from services.run_poller.context import NoRoom, chat_request, timeline
 from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
@@ -215,6 +215,13 @@ class Engine:
             spent = dict(await conn.fetchval("SELECT spent FROM runs WHERE id = $1", run.id))
             items = await timeline(conn, run.thread_id)
             existing = await records.open_reply(conn, run)
+        if any(tool.type == "file_search" for tool in run.tools):
+            problem = await knowledge.wait_until_searchable(
+                self._pool, run, self._settings.file_search_wait_seconds
+            )
+            if problem is not None:
+                await self._fail(lease, ModelFailure("server_error", problem))
+                return
         writer = ReplyWriter(self._pool, lease, run, existing)
         self._writers[run.id] = writer
         if steps_taken >= self._settings.max_steps:

@@ -39,7 +39,7 @@ async def on_tool_result(result: ToolCallResult, runtime: RuntimeDep) -> None:
     async with runtime.pool.acquire() as conn, conn.transaction():
         stored = await toolflow.accept_result(
             conn, result.thread_id, result.run_id, result.tool_call_id, result.output,
-            result.is_error,
+            result.is_error, result.details,
         )  # fmt: skip
     if not stored:
         log.debug("result for %s/%s was stored before", result.run_id, result.tool_call_id)

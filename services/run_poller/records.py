@@ -94,7 +94,7 @@ async def dispatch(conn: asyncpg.Connection, calls: list[ToolCallRow]) -> None:
             run_id=call.run_id,
             thread_id=call.thread_id,
             tool_call_id=call.id,
-            tool_type="function",
+            tool_type=call.type,
             name=call.name,
             arguments=call.arguments,
         )

@@ -11,7 +11,7 @@ from services.core import outbox
 from services.core.ids import new_id
 from services.core.runstate import Lease
 from services.core.store import messages, steps
-from services.run_poller import records
+from services.run_poller import citations, records
 
 FLUSH_CHARS = 48
 FLUSH_SECONDS = 0.05
@@ -20,9 +20,11 @@ characters are waiting or 50 ms have passed since the last one (checked as token
 and always before the message completes."""
 
 
-def text_content(text: str) -> list[dict[str, Any]]:
+def text_content(
+    text: str, annotations: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One text content part."""
-    return [{"type": "text", "text": {"value": text, "annotations": []}}]
+    return [{"type": "text", "text": {"value": text, "annotations": annotations or []}}]
 
 
 class ReplyWriter:
@@ -104,13 +106,35 @@ class ReplyWriter:
         assert self.message is not None
         assert self.step is not None
         await self.flush_in(conn)
+        cited = citations.annotations(text, await citations.results_of(conn, self._run.id))
+        if cited:
+            await self._emit_annotations(conn, cited)
         done = await messages.finish(
-            conn, self.message.id, content=text_content(text), incomplete_reason=incomplete_reason
+            conn,
+            self.message.id,
+            content=text_content(text, cited),
+            incomplete_reason=incomplete_reason,
         )
         closed = await steps.close(conn, self.step.id, "completed", usage=usage)
         cause = self._lease.cause
         await outbox.emit(conn, f"thread.message.{done.status}", self._run.thread_id, done, cause)
         await outbox.emit(conn, "thread.run.step.completed", self._run.thread_id, closed, cause)
+
+    async def _emit_annotations(
+        self, conn: asyncpg.Connection, cited: list[dict[str, Any]]
+    ) -> None:
+        """A delta that adds the reply's citations (indexed as the SDK accumulates them)."""
+        assert self.message is not None
+        text = {"annotations": [{"index": i, **a} for i, a in enumerate(cited)]}
+        delta = {
+            "id": self.message.id,
+            "object": "thread.message.delta",
+            "delta": {"content": [{"index": 0, "type": "text", "text": text}]},
+        }
+        await outbox.emit(
+            conn, "thread.message.delta", self._run.thread_id, delta, self._lease.cause,
+            run_id=self._run.id,
+        )  # fmt: skip
 
     async def abandon_in(self, conn: asyncpg.Connection, reason: str) -> None:
         """The run ends without this reply finishing: the message becomes `incomplete`."""

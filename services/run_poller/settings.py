@@ -35,6 +35,11 @@ class Settings(CoreSettings):
         description="How the model endpoint is told the completion limit (older servers:"
         " max_tokens).",
     )
+    file_search_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a run waits for files still being indexed in its thread's store.",
+    )
     context_tokens: int = Field(
         default=128_000, ge=256, description="Prompt budget when a run sets no max_prompt_tokens."
     )

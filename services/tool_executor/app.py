@@ -9,8 +9,10 @@ import httpx
 from faststream import ContextRepo, FastStream
 
 from services.core import bus
+from services.core.embeddings import LocalEmbedder, open_embedder
 from services.core.runtime import TaskOwner, open_runtime, periodic
 from services.tool_executor.executor import Executor
+from services.tool_executor.file_search import FileSearch
 from services.tool_executor.handlers import build_router
 from services.tool_executor.registry import load_handlers
 from services.tool_executor.settings import Settings
@@ -35,7 +37,11 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             timeout=settings.function_timeout_seconds,
             client=client,
         )
-        executor = Executor(runtime.pool, handlers, f"{socket.gethostname()}:{os.getpid()}")
+        embedder = open_embedder(settings)
+        if isinstance(embedder, LocalEmbedder):
+            await embedder.warm_up()
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        executor = Executor(runtime.pool, handlers, owner, FileSearch(runtime.pool, embedder))
         context.set_global("executor", executor)
         loops = TaskOwner()
         loops.start(periodic(settings.heartbeat_seconds, executor.advertise, "advertise"), "ads")

@@ -9,6 +9,7 @@ from schemas import topics
 from schemas.events import ExecuteToolCall, ToolCallResult
 from services.core import outbox
 from services.core.ids import new_id
+from services.tool_executor.file_search import Answer, FileSearch
 from services.tool_executor.registry import Handler, HandlerError, ToolCall
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,17 @@ CONSUMER = topics.GROUP_TOOL_EXECUTOR
 class Executor:
     """Answers tool calls with the registered handlers."""
 
-    def __init__(self, pool: asyncpg.Pool, handlers: dict[str, Handler], owner: str):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        handlers: dict[str, Handler],
+        owner: str,
+        file_search: FileSearch,
+    ):
         self._pool = pool
         self.handlers = handlers
         self._owner = owner
+        self._file_search = file_search
 
     async def execute(self, order: ExecuteToolCall) -> None:
         """Run the call unless its result is already recorded; publish the result once."""
@@ -42,14 +50,18 @@ class Executor:
             )
             if published:
                 return  # the result is on its way to the run-poller
-        output, is_error = await self._run(order)
+        if order.tool_type == "file_search":
+            answer = await self._file_search(order)
+        else:
+            answer = await self._run(order)
         result = ToolCallResult(
             id=new_id("cmd"),
             run_id=order.run_id,
             thread_id=order.thread_id,
             tool_call_id=order.tool_call_id,
-            output=output,
-            is_error=is_error,
+            output=answer.output,
+            is_error=answer.is_error,
+            details=answer.details,
         )
         async with self._pool.acquire() as conn, conn.transaction():
             first = await conn.fetchval(
@@ -62,28 +74,29 @@ class Executor:
                 return  # another executor finished the same call first
             await outbox.enqueue(conn, topics.TOOL_RESULTS, order.thread_id, result)
 
-    async def _run(self, order: ExecuteToolCall) -> tuple[str, bool]:
+    async def _run(self, order: ExecuteToolCall) -> Answer:
         name = order.name or ""
         handler = self.handlers.get(name)
         if handler is None:
-            return f"Error: no server-side handler is registered for function {name!r}.", True
+            return Answer(
+                f"Error: no server-side handler is registered for function {name!r}.", True
+            )
         call = ToolCall(order.tool_call_id, order.run_id, order.thread_id, name)
         try:
             output = await asyncio.wait_for(handler(order.arguments, call), handler.timeout)
         except TimeoutError:
-            return (
-                f"Error: the function {name!r} did not answer within {handler.timeout:g} s.",
-                True,
+            return Answer(
+                f"Error: the function {name!r} did not answer within {handler.timeout:g} s.", True
             )
         except HandlerError as exc:
-            return f"Error: the function {name!r} failed: {exc}", True
+            return Answer(f"Error: the function {name!r} failed: {exc}", True)
         except Exception as exc:
             # The boundary around operator code: whatever it raises, the model reads it and the
             # run goes on; nothing here may crash the consumer.
             log.warning("function %s raised %s: %s", name, type(exc).__name__, exc)
-            return f"Error: the function {name!r} raised {type(exc).__name__}: {exc}", True
+            return Answer(f"Error: the function {name!r} raised {type(exc).__name__}: {exc}", True)
         log.info("function %s answered call %s", name, order.tool_call_id)
-        return output, False
+        return Answer(output, False)
 
     async def advertise(self) -> None:
         """Tell the run-poller which functions run here (refreshed on a timer)."""

@@ -155,7 +155,7 @@ async def cancel_run(
 async def list_run_steps(
     thread_id: str, run_id: str, conn: Conn, listing: Listing, include: Include = None
 ) -> JSONResponse:
-    """List a run's steps (`include[]` only adds file_search contents, which come later)."""
+    """List a run's steps (`include[]` adds the text of file_search results)."""
     _check_include(include)
     await runs.get(conn, thread_id, run_id)
     return out(
@@ -167,6 +167,7 @@ async def list_run_steps(
             order=listing.order,
             after=listing.after,
             before=listing.before,
+            with_content=bool(include),
         )
     )
 
@@ -177,7 +178,7 @@ async def retrieve_run_step(
 ) -> JSONResponse:
     """Retrieve a run step."""
     _check_include(include)
-    return out(await steps.get(conn, thread_id, run_id, step_id))
+    return out(await steps.get(conn, thread_id, run_id, step_id, with_content=bool(include)))
 
 
 @router.post("/{run_id}/submit_tool_outputs")

@@ -9,6 +9,7 @@ from schemas.common import Page
 from schemas.requests import AssistantCreate, AssistantUpdate
 from services.core.errors import NotFound
 from services.core.ids import new_id
+from services.core.store import vector_stores
 from services.core.store.pagination import Order, page
 
 _COLUMNS = (
@@ -79,6 +80,9 @@ async def _resources_for_tools(conn: asyncpg.Connection, assistant_id: str) -> N
 async def create(conn: asyncpg.Connection, body: AssistantCreate) -> Assistant:
     """Insert an assistant."""
     values = _values(body, set(_COLUMNS))
+    values["tool_resources"] = await vector_stores.resolve_resources(
+        conn, body.tool_resources, for_thread=False
+    )
     values.setdefault("tools", [])
     cols = ["id", *values]
     row = await conn.fetchrow(
@@ -105,6 +109,10 @@ async def update(conn: asyncpg.Connection, assistant_id: str, body: AssistantUpd
     values = _values(body, body.model_fields_set & set(_COLUMNS))
     if values.get("model", "") is None:
         values.pop("model")
+    if "tool_resources" in values:
+        values["tool_resources"] = await vector_stores.resolve_resources(
+            conn, body.tool_resources, for_thread=False
+        )
     if not values:
         return await get(conn, assistant_id)
     sets = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(values))

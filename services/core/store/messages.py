@@ -10,6 +10,7 @@ from schemas.threads import Message
 from services.core import outbox
 from services.core.errors import NotFound
 from services.core.ids import new_id
+from services.core.store import vector_stores
 from services.core.store.pagination import Order, page
 
 
@@ -54,6 +55,13 @@ async def create(
     )
     assert row is not None
     message = render(dict(row))
+    searchable = [
+        a.file_id
+        for a in body.attachments or []
+        if any(tool.type == "file_search" for tool in a.tools)
+    ]
+    if searchable:
+        await vector_stores.attach_to_thread(conn, thread_id, searchable)
     await outbox.emit(conn, "thread.message.created", thread_id, message, cause)
     return message
 

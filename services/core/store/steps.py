@@ -1,5 +1,6 @@
 """SQL for run steps."""
 
+import functools
 from typing import Any
 
 import asyncpg
@@ -11,9 +12,19 @@ from services.core.ids import new_id
 from services.core.store.pagination import Order, page
 
 
-def render(row: dict[str, Any]) -> RunStep:
-    """A row as the wire object."""
-    return RunStep.model_validate(row)
+def render(row: dict[str, Any], *, with_content: bool = False) -> RunStep:
+    """A row as the wire object.
+
+    file_search results carry the text they found only when asked for (`include[]` on the
+    steps endpoints); everywhere else (events, default reads) it is left out, as hosted.
+    """
+    step = RunStep.model_validate(row)
+    if with_content or step.step_details.type != "tool_calls":
+        return step
+    for call in step.step_details.tool_calls:
+        for result in (call.get("file_search") or {}).get("results") or []:
+            result.pop("content", None)
+    return step
 
 
 async def open_step(
@@ -46,7 +57,14 @@ async def current(conn: asyncpg.Connection, run_id: str) -> RunStep | None:
     return render(dict(row)) if row is not None else None
 
 
-async def get(conn: asyncpg.Connection, thread_id: str, run_id: str, step_id: str) -> RunStep:
+async def get(
+    conn: asyncpg.Connection,
+    thread_id: str,
+    run_id: str,
+    step_id: str,
+    *,
+    with_content: bool = False,
+) -> RunStep:
     """The step of that run, or NotFound."""
     row = await conn.fetchrow(
         "SELECT * FROM run_steps WHERE id = $1 AND run_id = $2 AND thread_id = $3",
@@ -56,7 +74,7 @@ async def get(conn: asyncpg.Connection, thread_id: str, run_id: str, step_id: st
     )
     if row is None:
         raise NotFound.of("run step", step_id)
-    return render(dict(row))
+    return render(dict(row), with_content=with_content)
 
 
 async def list_page(
@@ -68,6 +86,7 @@ async def list_page(
     order: Order,
     after: str | None,
     before: str | None,
+    with_content: bool = False,
 ) -> Page[RunStep]:
     """A page of the run's steps."""
     return await page(
@@ -75,7 +94,7 @@ async def list_page(
         table="run_steps",
         where="run_id = $1 AND thread_id = $2",
         args=[run_id, thread_id],
-        render=render,
+        render=functools.partial(render, with_content=with_content),
         limit=limit,
         order=order,
         after=after,

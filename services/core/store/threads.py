@@ -9,16 +9,12 @@ from schemas.threads import Thread
 from services.core import outbox
 from services.core.errors import NotFound
 from services.core.ids import new_id
-from services.core.store import messages
+from services.core.store import messages, vector_stores
 
 
 def render(row: dict[str, Any]) -> Thread:
     """A row as the wire object."""
     return Thread.model_validate(row)
-
-
-def _json(value: Any) -> Any:
-    return value.model_dump(mode="json", exclude_none=True) if value is not None else {}
 
 
 async def create(
@@ -33,11 +29,12 @@ async def create(
 
     `for_run` marks `thread.created` as the first event of that run's stream.
     """
+    resources = await vector_stores.resolve_resources(conn, body.tool_resources, for_thread=True)
     row = await conn.fetchrow(
         "INSERT INTO threads (id, metadata, tool_resources) VALUES ($1, $2, $3) RETURNING *",
         thread_id or new_id("thread"),
         body.metadata or {},
-        _json(body.tool_resources),
+        resources,
     )
     assert row is not None
     thread = render(dict(row))
@@ -74,7 +71,9 @@ async def update(conn: asyncpg.Connection, thread_id: str, body: ThreadUpdate) -
     if "metadata" in body.model_fields_set:
         sets["metadata"] = body.metadata or {}
     if "tool_resources" in body.model_fields_set:
-        sets["tool_resources"] = _json(body.tool_resources)
+        sets["tool_resources"] = await vector_stores.resolve_resources(
+            conn, body.tool_resources, for_thread=True
+        )
     if not sets:
         return await get(conn, thread_id)
     assignments = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(sets))

@@ -5,6 +5,13 @@ from typing import Any, Literal
 
 import asyncpg
 
+from schemas.runs import ToolType
+
+FILE_SEARCH = "file_search"
+"""The function through which the model calls the file_search tool (answered server-side)."""
+BUILTIN_TYPES: dict[str, ToolType] = {FILE_SEARCH: "file_search"}
+"""Function names that stand for built-in tools, and the tool type each stands for."""
+
 HANDLER_FRESH_SECONDS = 60.0
 """A tool-executor that has not refreshed its handlers for this long is taken to be gone."""
 
@@ -20,15 +27,18 @@ class ToolCallRow:
     step_id: str
     thread_id: str
     position: int
-    type: str
+    type: ToolType
     name: str
     arguments: str
     handler: Handler
     output: str | None
     is_error: bool
+    details: dict[str, Any] | None
 
     def as_step_entry(self) -> dict[str, Any]:
-        """The call as it appears in a tool_calls step's details."""
+        """The call as it appears in a tool_calls step's details (shaped by its tool type)."""
+        if self.type == "file_search":
+            return {"id": self.id, "type": "file_search", "file_search": self.details or {}}
         return {
             "id": self.id,
             "type": "function",
@@ -71,9 +81,10 @@ async def record(
     """Insert the calls of one model turn (`calls`: id, name, arguments), in order."""
     rows = []
     for position, call in enumerate(calls):
+        builtin = BUILTIN_TYPES.get(call["name"])
         row = await conn.fetchrow(
             "INSERT INTO tool_calls (run_id, id, step_id, thread_id, position, name, arguments,"
-            " handler) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            " handler, type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
             run_id,
             call["id"],
             step_id,
@@ -81,7 +92,8 @@ async def record(
             position,
             call["name"],
             call["arguments"],
-            "server" if call["name"] in server else "client",
+            "server" if builtin or call["name"] in server else "client",
+            builtin or "function",
         )
         rows.append(_row(row))
     return rows
@@ -104,16 +116,24 @@ async def of_run(conn: asyncpg.Connection, run_id: str) -> list[ToolCallRow]:
 
 
 async def store_output(
-    conn: asyncpg.Connection, run_id: str, call_id: str, output: str, *, is_error: bool = False
+    conn: asyncpg.Connection,
+    run_id: str,
+    call_id: str,
+    output: str,
+    *,
+    is_error: bool = False,
+    details: dict[str, Any] | None = None,
 ) -> ToolCallRow | None:
-    """Write a call's output once; None when it already had one (or no such call)."""
+    """Write a call's output (and structured result) once; None when it had one already."""
     row = await conn.fetchrow(
-        "UPDATE tool_calls SET output = $3, is_error = $4, completed_at = now()"
-        " WHERE run_id = $1 AND id = $2 AND output IS NULL RETURNING *",
+        "UPDATE tool_calls SET output = $3, is_error = $4, completed_at = now(),"
+        " details = coalesce($5, details) WHERE run_id = $1 AND id = $2 AND output IS NULL"
+        " RETURNING *",
         run_id,
         call_id,
         output,
         is_error,
+        details,
     )
     return _row(row) if row is not None else None
 

@@ -9,6 +9,7 @@ from schemas.vector_stores import (
     ExpiresAfter,
     FileCounts,
     StaticChunking,
+    ToolResourcesParam,
     VectorStore,
     VectorStoreCreate,
     VectorStoreUpdate,
@@ -86,6 +87,64 @@ async def create_for_files(
     return store_id
 
 
+async def resolve_resources(
+    conn: asyncpg.Connection, params: ToolResourcesParam | None, *, for_thread: bool
+) -> dict[str, Any]:
+    """Tool resources as stored: stores the request asks to create (`file_search.vector_stores`)
+    are created (a thread's expire after 7 days idle, as hosted) and named by id."""
+    if params is None:
+        return {}
+    stored: dict[str, Any] = params.model_dump(mode="json", exclude_none=True)
+    search = params.file_search
+    if search is None:
+        return stored
+    ids = list(search.vector_store_ids)
+    for store_id in ids:
+        await get(conn, store_id)
+    for helper in search.vector_stores or []:
+        ids.append(
+            await create_for_files(
+                conn,
+                helper.file_ids or [],
+                resolve_chunking(helper.chunking_strategy),
+                metadata=helper.metadata,
+                expires_after=THREAD_STORE_EXPIRY if for_thread else None,
+            )
+        )
+    if len(ids) > 1:
+        raise InvalidRequest(
+            "Invalid 'tool_resources.file_search': at most one vector store may be attached.",
+            param="tool_resources.file_search.vector_store_ids",
+        )
+    stored["file_search"] = {"vector_store_ids": ids}
+    return stored
+
+
+async def attach_to_thread(conn: asyncpg.Connection, thread_id: str, file_ids: list[str]) -> str:
+    """Put files attached to a message in the thread's own store, made on first need."""
+    resources = await conn.fetchval(
+        "SELECT tool_resources FROM threads WHERE id = $1 FOR UPDATE", thread_id
+    )
+    existing = ((resources or {}).get("file_search") or {}).get("vector_store_ids") or []
+    if existing:
+        store_id = str(existing[0])
+        await files.existing(conn, file_ids)
+        for file_id in dict.fromkeys(file_ids):
+            await vector_store_files.attach(
+                conn, store_id, file_id, attributes=None, chunking=resolve_chunking(None)
+            )
+        return store_id
+    store_id = await create_for_files(conn, file_ids, None, expires_after=THREAD_STORE_EXPIRY)
+    await conn.execute(
+        "UPDATE threads SET tool_resources = tool_resources"
+        " || jsonb_build_object('file_search', jsonb_build_object('vector_store_ids',"
+        " jsonb_build_array($2::text))) WHERE id = $1",
+        thread_id,
+        store_id,
+    )
+    return store_id
+
+
 async def get(conn: asyncpg.Connection, store_id: str, *, lock: bool = False) -> VectorStore:
     """The store, or NotFound; `lock` holds its row for the transaction."""
     if lock:
@@ -106,6 +165,22 @@ async def usable(conn: asyncpg.Connection, store_ids: list[str]) -> list[VectorS
                 " one or set a longer 'expires_after'."
             )
     return stores
+
+
+async def of_run(
+    conn: asyncpg.Connection, thread_id: str, assistant_id: str
+) -> tuple[list[str], list[str]]:
+    """The vector store ids a run searches: the assistant's, then the thread's."""
+    row = await conn.fetchrow(
+        "SELECT a.tool_resources -> 'file_search' -> 'vector_store_ids' AS assistant,"
+        " t.tool_resources -> 'file_search' -> 'vector_store_ids' AS thread"
+        " FROM threads AS t LEFT JOIN assistants AS a ON a.id = $2 WHERE t.id = $1",
+        thread_id,
+        assistant_id,
+    )
+    if row is None:
+        return [], []
+    return list(row["assistant"] or []), list(row["thread"] or [])
 
 
 async def touch(conn: asyncpg.Connection, store_ids: list[str]) -> None:
