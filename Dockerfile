@@ -2,15 +2,14 @@
 #
 # One image for every Threadbus process. The command picks the process:
 #   python -m services.api | services.run_starter | services.run_poller
-#   python -m services.tool_executor | services.message_archiver
+#   python -m services.tool_executor | services.message_archiver | services.file_indexer
 #   sh -c "threadbus migrate && threadbus create-topics"   (one-shot)
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    THREADBUS_BLOB_DIR=/data/blobs
+    PIP_NO_CACHE_DIR=1
 
 # bubblewrap sandboxes the code interpreter inside the tool-executor container
 # (it needs unprivileged user namespaces; see docker-compose.yml / deploy/).
@@ -28,10 +27,9 @@ WORKDIR /app
 # pyproject.toml and migrations/, which `threadbus migrate` reads from /app.
 COPY . /app
 
-RUN pip install --no-cache-dir . \
-    && rm -rf /app/build /app/*.egg-info \
-    && mkdir -p /data/blobs \
-    && chown threadbus:threadbus /data/blobs
+# The s3 extra (boto3) lets THREADBUS_BLOB_STORE=s3 work without another image.
+RUN pip install --no-cache-dir ".[s3]" \
+    && rm -rf /app/build /app/*.egg-info
 
 # Import `services`/`schemas` from /app in every entry point, including the
 # `threadbus` console script, so code that locates /app/migrations relative to

@@ -1,9 +1,11 @@
-"""The `threadbus` command: up, migrate, create-topics, export."""
+"""The `threadbus` command: up, migrate, create-topics, export, ingest."""
 
 import argparse
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 
 from services.core import bus, db
 from services.core.store import archive
@@ -50,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="print a thread's archived transcript as JSONL")
     export.add_argument("thread_id")
     export.add_argument("--events", action="store_true", help="every archived event instead")
+    ingest = sub.add_parser(
+        "ingest", help="upload a folder's files into a vector store (progress on stderr)"
+    )
+    ingest.add_argument("folder", type=Path)
+    ingest.add_argument("--vector-store", help="an existing store (default: a new one)")
+    ingest.add_argument("--name", help="name of the new store (default: the folder's name)")
+    ingest.add_argument("--pattern", default="*", help="which files, e.g. '*.pdf' (default: all)")
+    ingest.add_argument(
+        "--base-url",
+        default=os.environ.get("THREADBUS_API_URL", "http://localhost:8000/v1"),
+        help="the API (default: THREADBUS_API_URL or http://localhost:8000/v1)",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         from services.core.supervisor import up
@@ -65,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"created {len(created)} topic(s)")
         return 0
+    if args.command == "ingest":
+        from services.core.folder_ingest import ingest as run_ingest
+
+        if not args.folder.is_dir():
+            sys.exit(f"threadbus ingest: {args.folder} is not a folder")
+        store_id, failed = run_ingest(
+            args.folder,
+            base_url=args.base_url,
+            api_key=os.environ.get("THREADBUS_API_KEY", "unused"),
+            store_id=args.vector_store,
+            name=args.name,
+            pattern=args.pattern,
+        )
+        print(store_id)  # alone on stdout, for scripts
+        return 1 if failed else 0
     return asyncio.run(_export(args.thread_id, args.events))
 
 

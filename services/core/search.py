@@ -1,4 +1,4 @@
-"""Hybrid search over vector stores: dense vectors (pgvector HNSW) and lexical (Postgres FTS).
+"""Hybrid search over vector stores: dense vectors (pgvector HNSW) and BM25 over Postgres FTS.
 
 Both candidate lists are taken inside the database, filtered there by vector store and
 attributes; they are fused into one score in [0, 1] (see `fuse`).
@@ -16,6 +16,12 @@ from services.core.search_filters import Params, condition
 
 CANDIDATES = 100
 """How many chunks each list (dense, lexical) contributes before fusion."""
+POSTINGS_BUDGET = 20_000
+"""Lexical candidates are the chunks holding the query's rarest terms, taken rarest first
+while their chunk counts add up to this (at least one term): common terms still score the
+candidates, but never make every chunk of a large store a candidate."""
+BM25_K1 = 0.9
+BM25_B = 0.4
 DENSE_WEIGHT = 0.7
 """Share of the dense similarity in the fused score; the lexical score has the rest."""
 
@@ -34,8 +40,9 @@ class Hit:
 
 
 def _hybrid_sql(dims: int, where: str) -> str:
-    # $1 query vector, $2 query text, $3 store ids, $4 candidates; then the filter's values.
-    # `dims` is an int from the embedder, safe to inline: the cast must match the index.
+    # $1 query vector, $2 query text, $3 store ids, $4 candidates per list, $5 postings budget;
+    # then the filter's values. `dims` is an int from the embedder, safe to inline: the cast
+    # must match the index's expression.
     vector = f"(embedding::vector({dims}))"
     return f"""
     WITH dense AS (
@@ -44,13 +51,45 @@ def _hybrid_sql(dims: int, where: str) -> str:
         WHERE dims = {dims} AND vector_store_id = ANY($3::text[]) AND {where}
         ORDER BY {vector} <=> $1::vector({dims})
         LIMIT $4
+    ), terms AS (
+        SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $2))) AS lexeme
+    ), stats AS (
+        SELECT greatest(coalesce(sum(chunks), 0), 1)::float8 AS n,
+               greatest(coalesce(sum(lexemes), 0), 1)::float8
+                   / greatest(coalesce(sum(chunks), 0), 1) AS avgdl
+        FROM chunk_stats WHERE vector_store_id = ANY($3::text[])
+    ), weights AS (
+        SELECT t.lexeme, coalesce(sum(l.df), 0) AS df,
+               ln(1 + (s.n - coalesce(sum(l.df), 0) + 0.5) / (coalesce(sum(l.df), 0) + 0.5))
+                   AS idf
+        FROM terms AS t CROSS JOIN stats AS s
+        LEFT JOIN lexemes AS l ON l.lexeme = t.lexeme AND l.vector_store_id = ANY($3::text[])
+        GROUP BY t.lexeme, s.n
+    ), chosen AS (
+        SELECT lexeme FROM (
+            SELECT lexeme, df, sum(df) OVER (ORDER BY df, lexeme) AS running
+            FROM weights WHERE df > 0
+        ) AS w
+        WHERE running - df < $5
     ), query AS (
-        SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery AS q
-        FROM unnest(tsvector_to_array(to_tsvector('english', $2))) AS lexeme
+        SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery AS q FROM chosen
+    ), scored AS (
+        SELECT array_agg(lexeme) AS lexemes FROM weights WHERE df > 0
     ), lexical AS (
-        SELECT id, ts_rank_cd(tsv, query.q, 1) AS rank
-        FROM chunks, query
-        WHERE tsv @@ query.q AND vector_store_id = ANY($3::text[]) AND {where}
+        SELECT c.id,
+               sum(w.idf * hit.tf * {BM25_K1 + 1}
+                   / (hit.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * length(c.tsv) / s.avgdl)))
+                   AS rank
+        FROM chunks AS c, query, stats AS s, scored,
+             LATERAL (
+                 SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS tf
+                 FROM unnest(ts_filter(setweight(setweight(c.tsv, 'D'), 'A', scored.lexemes),
+                                       '{{a}}')) AS u
+             ) AS hit,
+             weights AS w
+        WHERE w.lexeme = hit.lexeme AND c.tsv @@ query.q
+              AND c.vector_store_id = ANY($3::text[]) AND {where}
+        GROUP BY c.id
         ORDER BY rank DESC
         LIMIT $4
     )
@@ -66,7 +105,7 @@ def _hybrid_sql(dims: int, where: str) -> str:
 
 def fuse(rows: list[asyncpg.Record]) -> list[tuple[float, asyncpg.Record]]:
     """A convex mix of the dense similarity (min-max scaled over the candidates) and the
-    lexical rank (scaled by its maximum); a chunk missing from a list scores 0 there."""
+    BM25 score (scaled by its maximum); a chunk missing from a list scores 0 there."""
     sims = [r["similarity"] for r in rows if r["similarity"] is not None]
     ranks = [r["rank"] for r in rows if r["rank"] is not None]
     low, high = (min(sims), max(sims)) if sims else (0.0, 0.0)
@@ -93,7 +132,7 @@ async def search(
     score_threshold: float = 0.0,
 ) -> list[Hit]:
     """The best `limit` chunks of these stores for the queries (several: best score wins)."""
-    params = Params(start=5)
+    params = Params(start=6)
     try:
         where = condition(filters, params) if filters is not None else "TRUE"
     except ValueError as exc:
@@ -111,6 +150,7 @@ async def search(
                 text.replace("\\", " "),
                 store_ids,
                 CANDIDATES,
+                POSTINGS_BUDGET,
                 *params.values,
             )
             for score, row in fuse(rows):

@@ -30,12 +30,24 @@ def _tokenizer() -> _Counter | None:
     return model
 
 
+@functools.cache
+def _overhead() -> int:
+    """What the tokenizer adds to any text: <s>, </s> and E5's `passage: ` prefix.
+
+    Measured on a one-token text: an empty text still yields the separator before it.
+    """
+    tokenizer = _tokenizer()
+    return tokenizer.token_count("a") - 1 if tokenizer is not None else 0
+
+
 def count(text: str) -> int:
     """Tokens in `text`."""
     tokenizer = _tokenizer()
     if tokenizer is None:
         return (len(text) + 3) // 4
-    return max(0, tokenizer.token_count(text) - 2)  # less the tokenizer's <s> and </s>
+    if not text:
+        return 0
+    return max(0, tokenizer.token_count(text) - _overhead())
 
 
 def of_message(message: dict[str, Any]) -> int:

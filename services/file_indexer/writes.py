@@ -90,6 +90,19 @@ async def source(conn: asyncpg.Connection, claim: Claim) -> Source:
     return Source(blob_key=row["blob_key"], filename=row["filename"])
 
 
+async def renew(conn: asyncpg.Connection, claim: Claim, lease_seconds: float) -> bool:
+    """Extend the lease; False when it is no longer ours."""
+    held = await conn.fetchval(
+        "UPDATE vector_store_files SET lease_expires_at = now() + make_interval(secs => $4)"
+        f" WHERE {_HELD} RETURNING true",
+        claim.vector_store_id,
+        claim.file_id,
+        claim.token,
+        float(lease_seconds),
+    )
+    return bool(held)
+
+
 async def stored_count(conn: asyncpg.Connection, claim: Claim) -> int:
     """How many chunks an earlier attempt already stored (they are kept, not redone)."""
     value = await conn.fetchval(
@@ -132,16 +145,20 @@ async def store_chunks(
         raise LeaseLost(claim.file_id)
     dims = len(vectors[0])
     await _ensure_index(conn, dims)
-    await conn.executemany(
+    # One statement for the batch, so the BM25 statistics trigger runs once per batch.
+    await conn.execute(
         "INSERT INTO chunks (vector_store_id, file_id, chunk_index, text, embedding, dims,"
-        " attributes) VALUES ($1, $2, $3, $4, $5::vector, $6, $7)"
+        " attributes) SELECT $1, $2, n, t, e::vector, $6, $7"
+        " FROM unnest($3::int[], $4::text[], $5::text[]) AS batch(n, t, e)"
         " ON CONFLICT (vector_store_id, file_id, chunk_index) DO NOTHING",
-        [
-            (claim.vector_store_id, claim.file_id, start + i, text, as_pgvector(vector),
-             len(vector), held["attributes"])
-            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
-        ],
-    )  # fmt: skip
+        claim.vector_store_id,
+        claim.file_id,
+        list(range(start, start + len(texts))),
+        texts,
+        [as_pgvector(v) for v in vectors],
+        dims,
+        held["attributes"],
+    )
 
 
 async def complete(conn: asyncpg.Connection, claim: Claim, text: str) -> VectorStoreFile:

@@ -23,6 +23,7 @@ SERVICES = {
     "run-poller": "services.run_poller",
     "tool-executor": "services.tool_executor",
     "message-archiver": "services.message_archiver",
+    "file-indexer": "services.file_indexer",
 }
 
 Doc = dict[str, Any]
@@ -153,6 +154,35 @@ def test_migrate_job(overlay: str) -> None:
 
 
 @needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_blobs_live_in_the_blob_store_not_on_volumes(overlay: str) -> None:
+    docs = render(overlay)
+    for kind in ("Deployment", "Job"):
+        for name, workload in of_kind(docs, kind).items():
+            pod = workload["spec"]["template"]["spec"]
+            volumes = {v["name"] for v in pod.get("volumes", [])}
+            mounts = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+            assert "blobs" not in volumes | mounts, f"{kind} {name} still mounts a blobs volume"
+    config = of_kind(docs, "ConfigMap")["threadbus-config"]["data"]
+    assert config["THREADBUS_BLOB_STORE"] in {"postgres", "s3"}
+    assert "THREADBUS_BLOB_DIR" not in config
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_embedding_threads_match_the_cpu_limit(overlay: str) -> None:
+    # The local model starts one OpenMP thread per node core unless told otherwise, and a pod
+    # with more busy threads than its CPU limit is throttled.
+    deployments = of_kind(render(overlay), "Deployment")
+    for name in ("api", "tool-executor", "file-indexer"):
+        (container,) = containers(deployments[name])
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        limit = str(container["resources"]["limits"]["cpu"])
+        cores = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+        assert float(env["OMP_NUM_THREADS"]) == max(cores, 1), name
+
+
+@needs_kubectl
 def test_overlay_differences() -> None:
     dev, prod = (render(o) for o in OVERLAYS)
     dev_deps, prod_deps = of_kind(dev, "Deployment"), of_kind(prod, "Deployment")
@@ -161,6 +191,7 @@ def test_overlay_differences() -> None:
     assert dev_replicas == {n: (None if n == "tool-executor" else 1) for n in SERVICES}
     assert prod_deps["api"]["spec"]["replicas"] == 2
     assert prod_deps["run-poller"]["spec"]["replicas"] == 2
+    assert prod_deps["file-indexer"]["spec"]["replicas"] == 2
     dev_images = {c["image"] for d in dev_deps.values() for c in containers(d)}
     assert dev_images == {"threadbus:dev"}
     (prod_image,) = {c["image"] for d in prod_deps.values() for c in containers(d)}
@@ -195,6 +226,15 @@ def test_compose_services_share_one_image() -> None:
         assert services[name]["command"] == ["python", "-m", module]
         migrate_dependency = services[name]["depends_on"]["migrate"]
         assert migrate_dependency["condition"] == "service_completed_successfully"
+
+
+def test_compose_has_no_blob_volume() -> None:
+    document = compose()
+    assert "blobs" not in document.get("volumes", {})
+    for name, service in document["services"].items():
+        assert not any("blobs" in str(v) for v in service.get("volumes", [])), name
+        assert "THREADBUS_BLOB_DIR" not in service.get("environment", {}), name
+    assert document["services"]["api"]["environment"]["THREADBUS_BLOB_STORE"]
 
 
 def test_compose_migrate_and_infrastructure() -> None:

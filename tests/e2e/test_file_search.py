@@ -27,8 +27,8 @@ ANSWER = "It scales dot products by the square root of the key dimension ã€0:0â
 
 
 def _script_search_then_answer(model: ScriptedModelServer, queries: list[str]) -> None:
-    model.script(QUESTION, tool_calls=[{"name": "file_search",
-                                        "arguments": json.dumps({"queries": queries})}])  # fmt: skip
+    search = {"name": "file_search", "arguments": json.dumps({"queries": queries})}
+    model.script(QUESTION, tool_calls=[search])
     model.script("Results of file_search", reply=ANSWER)
 
 

@@ -10,6 +10,10 @@ rules and the request log), ``GET /_control/requests`` (request bodies received,
 Usage is word-based: prompt tokens = words of all message contents + ``PER_MESSAGE_TOKENS`` per
 message; completion tokens = words of the reply and of each tool call's name and arguments.
 
+``POST /v1/embeddings`` answers with deterministic vectors (a hash of each input seeds them;
+``dimensions`` as asked, else 384), unit length, with one token per word as usage; the inputs
+are logged (``server.embedded``) so tests can see what was embedded.
+
 Standalone: ``python -m tests.fakes.model_server --port 9999`` serves until interrupted.
 """
 
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import copy
 import functools
+import hashlib
 import json
 import re
 import secrets
@@ -114,6 +119,19 @@ def _deltas(reply: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return deltas
 
 
+def fake_embedding(text: str, dims: int) -> list[float]:
+    """A unit vector determined by the text (its words' hashes summed, so texts that share
+    words point alike: enough for a search to find the obviously related text)."""
+    vector = [0.0] * dims
+    for word in text.lower().split():
+        digest = hashlib.sha256(word.encode()).digest()
+        for k in range(4):
+            slot = int.from_bytes(digest[4 * k : 4 * k + 4], "big") % dims
+            vector[slot] += 1.0 if digest[16 + k] % 2 else -1.0
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
+
+
 class ScriptedModelServer:
     """A uvicorn-served fake of ``/v1/chat/completions`` driven by scripted rules."""
 
@@ -122,6 +140,7 @@ class ScriptedModelServer:
         self._rules: list[Rule] = []
         self._requests: list[dict[str, Any]] = []
         self.first_token_at = {}
+        self.embedded: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -249,6 +268,25 @@ class ScriptedModelServer:
                 await asyncio.sleep(rule.delay_s)
                 return _error(rule.status or 500, f"Scripted error (HTTP {rule.status}).")
             return await self._respond(body, rule)
+
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request) -> Response:
+            body = await request.json()
+            inputs = body.get("input")
+            texts = [inputs] if isinstance(inputs, str) else inputs
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                return _error(400, "Expected 'input' to be a string or a list of strings.")
+            with self._cond:
+                self.embedded.extend(texts)
+            dims = int(body.get("dimensions") or 384)
+            data = [
+                {"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)}
+                for i, t in enumerate(texts)
+            ]
+            words = sum(len(t.split()) for t in texts)
+            usage = {"prompt_tokens": words, "total_tokens": words}
+            model = body.get("model") or "fake-embedding"
+            return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
 
         app.add_api_route("/_control/rules", self.add_rule, methods=["POST"])
         app.add_api_route("/_control/rules", self.reset, methods=["DELETE"])
