@@ -125,10 +125,13 @@ def main() -> None:
     try:
         for name in ("api", "run_starter", "run_poller", "tool_executor", "message_archiver"):
             system.spawn(name)
+        fast = {
+            "THREADBUS_EMBEDDINGS_BASE_URL": model.base_url,
+            "THREADBUS_EMBEDDINGS_MODEL": "fake-384",
+            "THREADBUS_CONCURRENCY": "4",
+        }
         for n in range(args.indexers):
-            system.spawn("file_indexer", label=f"file_indexer-{n}",
-                         THREADBUS_EMBEDDINGS_BASE_URL=model.base_url,
-                         THREADBUS_EMBEDDINGS_MODEL="fake-384", THREADBUS_CONCURRENCY="4")  # fmt: skip
+            system.spawn("file_indexer", label=f"file_indexer-{n}", **fast)
         system.wait_healthy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
