@@ -145,6 +145,14 @@ class System:
         return (self.logdir / f"{label}.log").read_text(errors="replace")
 
 
+def answers(url: str) -> bool:
+    """The URL answers with a success status right now."""
+    try:
+        return httpx.get(url, timeout=1).is_success
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1) -> Any:
     """Poll until `predicate()` is truthy; returns its value or raises TimeoutError."""
     deadline = time.monotonic() + timeout

@@ -6,7 +6,9 @@ Where each scenario lives:
 - invalid input in general: test_validation.py; what the model is sent (response formats,
   auto truncation): test_run_context.py;
 - 33-37, 39 (function tools): tests/e2e/test_function_tools.py, test_function_tools_more.py;
-- 43-47, 50, 51 (streaming): tests/e2e/test_streaming.py.
-Not yet supported (later issues: files, vector stores, file_search, code_interpreter): 7, the
-image_file part of 16, 17, 42, 48, 49, 52-60.
+- 43-47, 50, 51 (streaming): tests/e2e/test_streaming.py;
+- 52-55 (files): test_files.py; 56-60 (vector stores, their files, batches, search):
+  test_vector_stores.py; 42 and 49 (file_search in runs, steps with `include[]`, streamed
+  citations): tests/e2e/test_file_search.py.
+Not yet supported (a later issue: code_interpreter): 48.
 """

@@ -1,9 +1,8 @@
 """Conformance, threads and messages: reference section 7, scenarios 14-20.
 
-Covered: 14 (thread defaults), 15 (initial messages), 16 (content parts: text and image_url),
-18 (message update and delete), 19 (message of another thread), 20 (thread update and delete).
-Not yet: 16's `image_file` part and 17 (attachments that create a vector store) need the files
-and vector-store APIs, which arrive in a later issue.
+Covered: 14 (thread defaults), 15 (initial messages), 16 (content parts: text, image_url,
+image_file), 17 (an attachment makes the thread's vector store), 18 (message update and
+delete), 19 (message of another thread), 20 (thread update and delete).
 """
 
 import openai
@@ -39,18 +38,42 @@ def test_s15_initial_messages_keep_order_and_roles(client: OpenAI) -> None:
 
 
 def test_s16_content_parts_in_order(client: OpenAI) -> None:
-    """Text and image_url parts come back as blocks of those types, in order."""
+    """Text, image_url and image_file parts come back as blocks of those types, in order."""
+    img = client.files.create(file=("y.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 8), purpose="vision")
     thread = client.beta.threads.create()
     message = client.beta.threads.messages.create(
         thread_id=thread.id, role="user",
         content=[{"type": "text", "text": "hi"},
-                 {"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+                 {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                 {"type": "image_file", "image_file": {"file_id": img.id}}],
     )  # fmt: skip
-    assert [c.type for c in message.content] == ["text", "image_url"]
+    assert [c.type for c in message.content] == ["text", "image_url", "image_file"]
     assert message.content[0].text.value == "hi"  # type: ignore[union-attr]
     assert message.content[1].image_url.url == "https://x/y.png"  # type: ignore[union-attr]
+    assert message.content[2].image_file.file_id == img.id  # type: ignore[union-attr]
     with pytest.raises(openai.BadRequestError):
         client.beta.threads.messages.create(thread_id=thread.id, role="user", content=[])
+
+
+def test_s17_attachment_creates_the_threads_vector_store(client: OpenAI) -> None:
+    """A file_search attachment puts the file in a new store of the thread (7 days idle)."""
+    doc = client.files.create(file=("a.txt", b"attached"), purpose="assistants")
+    thread = client.beta.threads.create()
+    message = client.beta.threads.messages.create(
+        thread_id=thread.id, role="user", content="see file",
+        attachments=[{"file_id": doc.id, "tools": [{"type": "file_search"}]}],
+    )  # fmt: skip
+    assert message.attachments is not None
+    assert message.attachments[0].file_id == doc.id
+    assert message.attachments[0].tools[0].type == "file_search"  # type: ignore[index,union-attr]
+    resources = client.beta.threads.retrieve(thread.id).tool_resources
+    assert resources is not None
+    assert resources.file_search is not None
+    (store_id,) = resources.file_search.vector_store_ids or []
+    store = client.vector_stores.retrieve(store_id)
+    assert store.expires_after is not None
+    assert (store.expires_after.anchor, store.expires_after.days) == ("last_active_at", 7)
+    assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).id == doc.id
 
 
 def test_s18_message_update_and_delete(client: OpenAI) -> None:

@@ -2,9 +2,8 @@
 
 Covered: 1 (beta header), 2 (404, no retry), 3 (limit bounds), 4 (metadata limits), 5 (error
 shape and request id), 6 (assistant defaults), 8 (128 tools), 9 (update semantics), 10 (order
-within one second), 11 (paging), 12 (before/after), 13 (delete).
-Not yet: 7 (file_search with a `vector_stores` helper needs files and vector stores, which
-arrive in a later issue).
+within one second), 11 (paging), 12 (before/after), 13 (delete), 7 (file_search with a
+`vector_stores` helper).
 """
 
 import openai
@@ -112,6 +111,26 @@ def test_s06_assistant_defaults(client: OpenAI) -> None:
     assert options.ranking_options is not None
     assert options.ranking_options.ranker == "default_2024_08_21"
     assert options.ranking_options.score_threshold == 0.0
+
+
+def test_s07_file_search_with_a_vector_stores_helper(client: OpenAI) -> None:
+    """The helper creates exactly one store holding the file, named by id on the assistant."""
+    doc = client.files.create(file=("kb.txt", b"knowledge"), purpose="assistants")
+    assistant = client.beta.assistants.create(
+        model="gpt-4o",
+        tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [doc.id]}]}},
+    )
+    assert assistant.tool_resources is not None
+    assert assistant.tool_resources.file_search is not None
+    (store_id,) = assistant.tool_resources.file_search.vector_store_ids or []
+    assert store_id.startswith("vs_")
+    assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).id == doc.id
+    with pytest.raises(openai.NotFoundError):
+        client.beta.assistants.create(
+            model="gpt-4o",
+            tool_resources={"file_search": {"vector_store_ids": ["vs_missing"]}},
+        )
 
 
 def test_s08_at_most_128_tools(client: OpenAI) -> None:

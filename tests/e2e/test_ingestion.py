@@ -13,7 +13,7 @@ from openai import OpenAI
 
 from tests.documents import docx, pdf
 from tests.kafka_tap import KafkaTap
-from tests.system import System, wait_until
+from tests.system import System, answers, wait_until
 
 FORMATS = {
     "notes.txt": b"Plain text about the aurora borealis over Tromso.",
@@ -201,7 +201,7 @@ def test_a_file_uploaded_through_one_api_is_read_through_another(
     port = system.api_port + 1000
     other = system.spawn("api", label="api-files", THREADBUS_API_PORT=str(port))
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=60)
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60)
         payload = b"Replicas share the blob store: " + bytes(range(256)) * 10
         made = client.files.create(file=("shared.bin", payload), purpose="vision")
         read = httpx.get(f"http://127.0.0.1:{port}/v1/files/{made.id}/content", timeout=30)
@@ -226,13 +226,6 @@ def test_ingestion_transitions_go_out_on_kafka(client: OpenAI, tap: KafkaTap) ->
     ]  # fmt: skip
     assert all(e["subject"] == store_id and e["data"]["id"] == file_id for e in events)
     assert events[-1]["data"]["status"] == "completed"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).is_success
-    except httpx.HTTPError:
-        return False
 
 
 def test_cli_ingests_a_folder_with_a_progress_bar(
