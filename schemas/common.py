@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
@@ -19,10 +19,38 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _nul_at(value: Any, path: str) -> str | None:
+    """Where a NUL character is in a JSON-like value (keys included), if anywhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return here
+            if (found := _nul_at(item, here)) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
 class RequestModel(BaseModel):
-    """Base of request bodies: unknown arguments are a 400, as in the hosted API."""
+    """Base of request bodies: unknown arguments are a 400, as in the hosted API.
+
+    Text may not contain NUL (U+0000): Postgres cannot store it, and no API text needs it.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if (where := _nul_at(data, "")) is not None:
+            raise ValueError(f"{where or 'the value'} contains the NUL character (\\u0000)")
+        return data
 
 
 class Usage(WireModel):

@@ -30,7 +30,11 @@ def _param(loc: tuple[Any, ...]) -> str | None:
             text += f"[{part}]"
             continue
         name = str(part)
-        is_type_label = any(c in name for c in "[]'(") or name in {"str", "int", "float", "bool"}
+        is_type_label = (
+            any(c in name for c in "[]'(")
+            or name in {"str", "int", "float", "bool"}
+            or name.startswith("constrained-")
+        )
         if is_type_label or (i + 1 < len(parts) and parts[i + 1] == part):
             continue
         text += f".{name}" if text else name
@@ -50,6 +54,9 @@ def _from_validation(errors: list[dict[str, Any]]) -> ErrorBody:
     elif kind == "json_invalid":
         message = "We could not parse the JSON body of your request."
         param = None
+    elif param is None:
+        detail = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        message = f"Invalid request: {detail}."
     else:
         message = f"Invalid value for {param!r}: {first.get('msg', 'invalid')}."
     return ErrorBody(message=message, type="invalid_request_error", param=param, code=None)

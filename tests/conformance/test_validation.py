@@ -86,3 +86,20 @@ def test_unknown_ids_are_404_and_create_nothing(client: OpenAI) -> None:
             include=["nonsense"],  # type: ignore[list-item]
         )
     assert caught.value.param == "include"
+
+
+def test_nul_characters_in_text_are_a_400_naming_the_field(client: OpenAI) -> None:
+    """Postgres cannot store U+0000: every request body refuses it before it gets there."""
+    store = client.vector_stores.create(name="nul")
+    attempts = [
+        (lambda: client.beta.assistants.create(model="m", description="a\x00b"), "description"),
+        (lambda: client.beta.assistants.create(model="m", metadata={"k": "v\x00"}), "metadata.k"),
+        (lambda: client.beta.threads.create(messages=[{"role": "user", "content": "\x00"}]),
+         "messages[0].content"),
+        (lambda: client.vector_stores.search(store.id, query="a\x00b"), "query"),
+        (lambda: client.vector_stores.create(name="x\x00"), "name"),
+    ]  # fmt: skip
+    for call, field in attempts:
+        with pytest.raises(openai.BadRequestError) as refused:
+            call()
+        assert f"{field} contains the NUL character" in refused.value.message
