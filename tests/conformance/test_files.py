@@ -119,3 +119,25 @@ def test_delete_removes_the_file_from_every_vector_store(client: OpenAI) -> None
         assert [f.id for f in client.vector_stores.files.list(store.id)] == [keep.id]
         hits = client.vector_stores.search(store.id, query="deletion")
         assert doc.id not in [h.file_id for h in hits.data]
+
+
+def test_form_fields_may_follow_the_file_part(system: System, client: OpenAI) -> None:
+    """The file is stored as it streams in; `purpose` may come after it."""
+    boundary = "tb-order"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\nfile first\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    answer = httpx.post(
+        f"{system.api_url}/files",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert client.files.content(answer.json()["id"]).read() == b"file first"
+    not_multipart = httpx.post(f"{system.api_url}/files", json={"purpose": "assistants"})
+    assert not_multipart.status_code == 400
+    assert not_multipart.json()["error"]["param"] == "file"

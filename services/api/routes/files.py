@@ -1,16 +1,14 @@
 """`/files`: uploads streamed into the blob store, listing, download and delete."""
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.datastructures import UploadFile
 
 from schemas.files import UploadPurpose
-from services.api.deps import AppBlobs, AppSettings, Conn
+from services.api import uploads
+from services.api.deps import AppBlobs, AppRuntime, AppSettings, Conn
 from services.api.routes import out
-from services.core.blobs import PART_BYTES
 from services.core.errors import InvalidRequest, PayloadTooLarge
 from services.core.ids import new_id
 from services.core.store import files
@@ -54,53 +52,45 @@ def _expiry(anchor: object, seconds: object) -> int | None:
 
 @router.post("")
 async def create_file(
-    request: Request, conn: Conn, blobs: AppBlobs, settings: AppSettings
+    request: Request, runtime: AppRuntime, blobs: AppBlobs, settings: AppSettings
 ) -> JSONResponse:
-    """Upload a file (multipart `file` and `purpose`); the bytes go to the blob store in parts."""
+    """Upload a file (multipart `file` and `purpose`), stored in parts as the bytes arrive."""
     limit = settings.max_file_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise _too_large(limit)  # refused before a byte of the body is read
-    form = await request.form(max_files=1, max_fields=8)
-    upload = form.get("file")
-    purpose = form.get("purpose")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
-    if purpose is None:
-        raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
-    if purpose not in get_args(UploadPurpose):
-        raise InvalidRequest(
-            f"Invalid value for 'purpose': {purpose!r}. Expected one of"
-            f" {', '.join(get_args(UploadPurpose))}.",
-            param="purpose",
-        )
-    expires = _expiry(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
-    if expires is None and purpose == "batch":
-        expires = 30 * 86400
-    first = await upload.read(PART_BYTES)
-    if not first:
-        raise InvalidRequest("File is empty.", param="file", code="empty_file")
-
-    async def parts() -> AsyncIterator[bytes]:
-        size = len(first)
-        yield first
-        while chunk := await upload.read(PART_BYTES):
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            yield chunk
-
     file_id = new_id("file")
-    size = await blobs.put(file_id, parts())
-    created = await files.create(
-        conn,
-        file_id=file_id,
-        filename=upload.filename or "upload",
-        purpose=str(purpose),
-        size=size,
-        blob_key=file_id,
-        expires_seconds=expires,
-    )
+    upload = await uploads.receive(request, blobs, file_id, limit)
+    try:
+        purpose = upload.fields.get("purpose")
+        if purpose is None:
+            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
+        if purpose not in get_args(UploadPurpose):
+            raise InvalidRequest(
+                f"Invalid value for 'purpose': {purpose!r}. Expected one of"
+                f" {', '.join(get_args(UploadPurpose))}.",
+                param="purpose",
+            )
+        fields = upload.fields
+        expires = _expiry(fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]"))
+        if expires is None and purpose == "batch":
+            expires = 30 * 86400
+        if upload.size == 0:
+            raise InvalidRequest("File is empty.", param="file", code="empty_file")
+    except InvalidRequest:
+        await blobs.delete(file_id)
+        raise
+    # A connection only once the bytes are stored: a slow upload holds no database session.
+    async with runtime.pool.acquire() as conn:
+        created = await files.create(
+            conn,
+            file_id=file_id,
+            filename=upload.filename or "upload",
+            purpose=purpose,
+            size=upload.size,
+            blob_key=file_id,
+            expires_seconds=expires,
+        )
     return out(created)
 
 
