@@ -11,6 +11,11 @@ default), then runs the hybrid statement over the ~100k chunks. Queries arrive o
 fixed rate; latency is from the scheduled send time to the answer.
 
     .venv/bin/python -m bench.search_latency --files 1000 --rates 5,20
+    .venv/bin/python -m bench.search_latency --workdir /tmp/tb-latency --ingest-only
+    .venv/bin/python -m bench.search_latency --workdir /tmp/tb-latency --store vs_...  # search
+
+A `--workdir` keeps Postgres' data between runs, so the store can be built once (while the
+machine is busy) and searched later on a quiet machine.
 """
 
 import argparse
@@ -110,11 +115,14 @@ def main() -> None:
     parser.add_argument("--indexers", type=int, default=2)
     parser.add_argument("--rates", default="5,20", help="query rates per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--workdir", type=Path, help="keep the data here (reused if present)")
+    parser.add_argument("--ingest-only", action="store_true", help="build the store, no search")
+    parser.add_argument("--store", help="a store built before in --workdir: search only")
     args = parser.parse_args()
     corpus, queries, _ = load(DATA)
     texts = list(corpus.values())
-    workdir = Path(tempfile.mkdtemp(prefix="threadbus-bench-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="threadbus-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)
     model = ScriptedModelServer().start()
     infra = Infrastructure(workdir).start()
@@ -136,14 +144,19 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             client = OpenAI(base_url=system.api_url, api_key="bench", max_retries=3, timeout=120)
-        store_id, seconds = ingest(client, texts, args.files, args.chunks_per_file)
-        chunks = _count_chunks(infra.database_url, store_id)
-        figures |= {"chunks": chunks, "ingest_seconds": round(seconds, 1),
-                    "chunks_per_s": round(chunks / seconds, 1)}  # fmt: skip
-        print(f"indexed {chunks} chunks in {seconds:.0f} s ({chunks / seconds:.0f} chunks/s)")
-        query_texts = list(queries.values())
-        open_loop(client, store_id, query_texts, 5, 4)  # warm-up, not counted
-        for rate in (float(r) for r in args.rates.split(",")):
+        store_id = args.store
+        if store_id is None:
+            store_id, seconds = ingest(client, texts, args.files, args.chunks_per_file)
+            chunks = _count_chunks(infra.database_url, store_id)
+            figures |= {"store": store_id, "chunks": chunks, "ingest_seconds": round(seconds, 1),
+                        "chunks_per_s": round(chunks / seconds, 1)}  # fmt: skip
+            print(f"indexed {chunks} chunks in {seconds:.0f} s ({chunks / seconds:.0f} chunks/s)")
+        else:
+            figures |= {"store": store_id, "chunks": _count_chunks(infra.database_url, store_id)}
+        query_texts = list(queries.values()) if not args.ingest_only else []
+        if query_texts:
+            open_loop(client, store_id, query_texts, 5, 4)  # warm-up, not counted
+        for rate in (float(r) for r in args.rates.split(",") if query_texts):
             result = open_loop(client, store_id, query_texts, rate, args.seconds)
             print(f"search at {rate:g}/s: {result}", flush=True)
             figures[f"search_{rate:g}_per_s"] = result
@@ -151,7 +164,7 @@ def main() -> None:
         system.stop()
         infra.stop()
         model.stop()
-        if not args.keep:
+        if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(figures))
 
