@@ -1,7 +1,7 @@
 """Hybrid search over vector stores: dense vectors (pgvector HNSW) and BM25 over Postgres FTS.
 
-Both candidate lists are taken inside the database, filtered there by vector store and
-attributes; they are fused into one score in [0, 1] (see `fuse`).
+Both candidate lists are taken inside the database, in one statement, filtered there by vector
+store and attributes; they are fused by reciprocal rank into one score in [0, 1] (see `fuse`).
 """
 
 from dataclasses import dataclass
@@ -16,14 +16,18 @@ from services.core.search_filters import Params, condition
 
 CANDIDATES = 100
 """How many chunks each list (dense, lexical) contributes before fusion."""
-POSTINGS_BUDGET = 20_000
+POSTINGS_BUDGET = 2_000
 """Lexical candidates are the chunks holding the query's rarest terms, taken rarest first
 while their chunk counts add up to this (at least one term): common terms still score the
 candidates, but never make every chunk of a large store a candidate."""
 BM25_K1 = 0.9
-BM25_B = 0.4
-DENSE_WEIGHT = 0.7
-"""Share of the dense similarity in the fused score; the lexical score has the rest."""
+BM25_B = 0.75
+"""BM25 parameters; on SciFact alone BM25 here gives nDCG@10 0.69 (b 0.4: 0.687)."""
+RRF_K = 5
+"""Reciprocal rank fusion constant. Measured at chunk level through bench/scifact.py's queries
+(BM25 k1 0.9, b 0.75; ties broken by BM25), nDCG@10 is flat around it: k=1 0.7243, 2 0.7231,
+3 0.7214, 4 0.7216, 5 0.7221, 8 0.7214. Convex mixes of normalised scores peaked at single
+weights instead (min-max: 0.7234 at 0.5 but 0.7072 at 0.6)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _hybrid_sql(dims: int, where: str) -> str:
         ORDER BY rank DESC
         LIMIT $4
     )
-    SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, c.attributes,
+    SELECT c.id, c.vector_store_id, c.file_id, c.chunk_index, f.filename, c.text, c.attributes,
            d.similarity, l.rank
     FROM (SELECT id FROM dense UNION SELECT id FROM lexical) AS found
     JOIN chunks AS c ON c.id = found.id
@@ -104,20 +108,24 @@ def _hybrid_sql(dims: int, where: str) -> str:
 
 
 def fuse(rows: list[asyncpg.Record]) -> list[tuple[float, asyncpg.Record]]:
-    """A convex mix of the dense similarity (min-max scaled over the candidates) and the
-    BM25 score (scaled by its maximum); a chunk missing from a list scores 0 there."""
-    sims = [r["similarity"] for r in rows if r["similarity"] is not None]
-    ranks = [r["rank"] for r in rows if r["rank"] is not None]
-    low, high = (min(sims), max(sims)) if sims else (0.0, 0.0)
-    top_rank = max(ranks) if ranks else 0.0
-    scored = []
-    for row in rows:
-        dense = 0.0
-        if row["similarity"] is not None:
-            dense = (row["similarity"] - low) / (high - low) if high > low else 1.0
-        lexical = row["rank"] / top_rank if row["rank"] is not None and top_rank > 0 else 0.0
-        scored.append((DENSE_WEIGHT * dense + (1 - DENSE_WEIGHT) * lexical, row))
-    scored.sort(key=lambda pair: pair[0], reverse=True)
+    """Reciprocal rank fusion of the dense and BM25 lists, scaled to [0, 1].
+
+    A chunk's score is the sum of 1 / (k + rank) over the lists it is in, divided by the
+    best possible (first in both), so 1.0 means first in both lists and 0.5 first in one.
+    """
+    dense = sorted((r for r in rows if r["similarity"] is not None),
+                   key=lambda r: r["similarity"], reverse=True)  # fmt: skip
+    lexical = sorted((r for r in rows if r["rank"] is not None),
+                     key=lambda r: r["rank"], reverse=True)  # fmt: skip
+    fused: dict[int, float] = {}
+    for ranking in (dense, lexical):
+        for position, row in enumerate(ranking, start=1):
+            fused[row["id"]] = fused.get(row["id"], 0.0) + 1 / (RRF_K + position)
+    best = 2 / (RRF_K + 1)
+    by_id = {row["id"]: row for row in rows}
+    scored = [(score / best, by_id[chunk_id]) for chunk_id, score in fused.items()]
+    # Small k gives exact ties (third in one list = third in the other): the word match wins.
+    scored.sort(key=lambda pair: (pair[0], pair[1]["rank"] or 0.0), reverse=True)
     return scored
 
 
