@@ -45,7 +45,8 @@ def test_text_the_database_refuses_goes_to_the_dlq(tap: KafkaTap, client: OpenAI
     event = user_message(thread_id, assistant.id, "nul \u0000 inside")
     tap.publish(event, key=thread_id)
     letter = wait_until(lambda: [d for d in tap.dead_letters() if d["event_id"] == event["id"]])[0]
-    assert "could not be stored" in letter["reason"]
+    # Refused at validation, before Postgres sees it, with the field named.
+    assert "content contains the NUL character" in letter["reason"]
     good = user_message(thread_id, assistant.id, "clean text")
     tap.publish(good, key=thread_id)
     wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
