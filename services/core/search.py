@@ -97,7 +97,7 @@ def _hybrid_sql(dims: int, where: str) -> str:
         ORDER BY rank DESC
         LIMIT $4
     )
-    SELECT c.id, c.vector_store_id, c.file_id, c.chunk_index, f.filename, c.text, c.attributes,
+    SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, c.attributes,
            d.similarity, l.rank
     FROM (SELECT id FROM dense UNION SELECT id FROM lexical) AS found
     JOIN chunks AS c ON c.id = found.id
