@@ -1,9 +1,11 @@
 """Hybrid search over vector stores: dense vectors (pgvector HNSW) and BM25 over Postgres FTS.
 
-Both candidate lists are taken inside the database, in one statement, filtered there by vector
-store and attributes; they are fused by reciprocal rank into one score in [0, 1] (see `fuse`).
+Both candidate lists are taken inside the database, filtered there by vector store and
+attributes; the lexical statement runs while the query is being embedded. They are fused by
+reciprocal rank into one score in [0, 1] (see `fuse`).
 """
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ from services.core.search_filters import Params, condition
 
 CANDIDATES = 100
 """How many chunks each list (dense, lexical) contributes before fusion."""
-POSTINGS_BUDGET = 2_000
+POSTINGS_BUDGET = 1_000
 """Lexical candidates are the chunks holding the query's rarest terms, taken rarest first
 while their chunk counts add up to this (at least one term): common terms still score the
 candidates, but never make every chunk of a large store a candidate."""
@@ -28,6 +30,14 @@ RRF_K = 5
 (BM25 k1 0.9, b 0.75; ties broken by BM25), nDCG@10 is flat around it: k=1 0.7243, 2 0.7231,
 3 0.7214, 4 0.7216, 5 0.7221, 8 0.7214. Convex mixes of normalised scores peaked at single
 weights instead (min-max: 0.7234 at 0.5 but 0.7072 at 0.6)."""
+
+
+def _filter(filters: Filter | None, *, start: int) -> tuple[str, list[object]]:
+    """The filter as a condition whose placeholders start at `start`, and their values."""
+    if filters is None:
+        return "TRUE", []
+    params = Params(start=start)
+    return condition(filters, params), params.values
 
 
 @dataclass(frozen=True)
@@ -43,89 +53,107 @@ class Hit:
     score: float
 
 
-def _hybrid_sql(dims: int, where: str) -> str:
-    # $1 query vector, $2 query text, $3 store ids, $4 candidates per list, $5 postings budget;
-    # then the filter's values. `dims` is an int from the embedder, safe to inline: the cast
-    # must match the index's expression.
+_FOUND = """
+    SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, c.attributes, found.score
+    FROM found JOIN chunks AS c ON c.id = found.id JOIN files AS f ON f.id = c.file_id
+"""
+
+
+def _dense_sql(dims: int, where: str) -> str:
+    """$1 query vector, $2 store ids, $3 candidates; then the filter's values.
+
+    `dims` is an int from the embedder, safe to inline: the cast must match the index's.
+    """
     vector = f"(embedding::vector({dims}))"
-    return f"""
-    WITH dense AS (
-        SELECT id, 1 - ({vector} <=> $1::vector({dims})) AS similarity
+    return (
+        f"""
+    WITH found AS (
+        SELECT id, 1 - ({vector} <=> $1::vector({dims})) AS score
         FROM chunks
-        WHERE dims = {dims} AND vector_store_id = ANY($3::text[]) AND {where}
+        WHERE dims = {dims} AND vector_store_id = ANY($2::text[]) AND {where}
         ORDER BY {vector} <=> $1::vector({dims})
-        LIMIT $4
-    ), terms AS (
-        SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $2))) AS lexeme
+        LIMIT $3
+    )"""
+        + _FOUND
+    )
+
+
+def _lexical_sql(where: str) -> str:
+    """$1 query text, $2 store ids, $3 candidates, $4 postings budget; then the filter's values.
+
+    BM25 with the store's document frequencies (`lexemes`) and lengths (`chunk_stats`);
+    candidates are the chunks holding the query's rarest terms, scored with all of them.
+    """
+    return (
+        f"""
+    WITH terms AS (
+        SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
     ), stats AS (
         SELECT greatest(coalesce(sum(chunks), 0), 1)::float8 AS n,
                greatest(coalesce(sum(lexemes), 0), 1)::float8
                    / greatest(coalesce(sum(chunks), 0), 1) AS avgdl
-        FROM chunk_stats WHERE vector_store_id = ANY($3::text[])
+        FROM chunk_stats WHERE vector_store_id = ANY($2::text[])
     ), weights AS (
         SELECT t.lexeme, coalesce(sum(l.df), 0) AS df,
                ln(1 + (s.n - coalesce(sum(l.df), 0) + 0.5) / (coalesce(sum(l.df), 0) + 0.5))
                    AS idf
         FROM terms AS t CROSS JOIN stats AS s
-        LEFT JOIN lexemes AS l ON l.lexeme = t.lexeme AND l.vector_store_id = ANY($3::text[])
+        LEFT JOIN lexemes AS l ON l.lexeme = t.lexeme AND l.vector_store_id = ANY($2::text[])
         GROUP BY t.lexeme, s.n
     ), chosen AS (
         SELECT lexeme FROM (
             SELECT lexeme, df, sum(df) OVER (ORDER BY df, lexeme) AS running
             FROM weights WHERE df > 0
         ) AS w
-        WHERE running - df < $5
+        WHERE running - df < $4
     ), query AS (
         SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery AS q FROM chosen
     ), scored AS (
-        SELECT array_agg(lexeme) AS lexemes FROM weights WHERE df > 0
-    ), lexical AS (
-        SELECT c.id,
-               sum(w.idf * hit.tf * {BM25_K1 + 1}
-                   / (hit.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * length(c.tsv) / s.avgdl)))
-                   AS rank
+        SELECT array_agg(lexeme ORDER BY lexeme) AS lexemes, array_agg(idf ORDER BY lexeme) AS idfs
+        FROM weights WHERE df > 0
+    ), found AS (
+        SELECT c.id, bm25.score
         FROM chunks AS c, query, stats AS s, scored,
              LATERAL (
-                 SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS tf
+                 SELECT sum(scored.idfs[array_position(scored.lexemes, u.lexeme)] * hit.tf
+                            * {BM25_K1 + 1}
+                            / (hit.tf + {BM25_K1} * (1 - {BM25_B}
+                                                     + {BM25_B} * length(c.tsv) / s.avgdl)))
+                            AS score
                  FROM unnest(ts_filter(setweight(setweight(c.tsv, 'D'), 'A', scored.lexemes),
-                                       '{{a}}')) AS u
-             ) AS hit,
-             weights AS w
-        WHERE w.lexeme = hit.lexeme AND c.tsv @@ query.q
-              AND c.vector_store_id = ANY($3::text[]) AND {where}
-        GROUP BY c.id
-        ORDER BY rank DESC
-        LIMIT $4
+                                       '{{a}}')) AS u,
+                      LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf)
+                          AS hit
+             ) AS bm25
+        WHERE c.tsv @@ query.q AND c.vector_store_id = ANY($2::text[]) AND {where}
+        ORDER BY bm25.score DESC
+        LIMIT $3
+    )"""
+        + _FOUND
     )
-    SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, c.attributes,
-           d.similarity, l.rank
-    FROM (SELECT id FROM dense UNION SELECT id FROM lexical) AS found
-    JOIN chunks AS c ON c.id = found.id
-    JOIN files AS f ON f.id = c.file_id
-    LEFT JOIN dense AS d ON d.id = c.id
-    LEFT JOIN lexical AS l ON l.id = c.id
-    """
 
 
-def fuse(rows: list[asyncpg.Record]) -> list[tuple[float, asyncpg.Record]]:
-    """Reciprocal rank fusion of the dense and BM25 lists, scaled to [0, 1].
+def fuse(
+    dense: list[asyncpg.Record], lexical: list[asyncpg.Record]
+) -> list[tuple[float, asyncpg.Record]]:
+    """Reciprocal rank fusion of the dense and BM25 lists (each best first), scaled to [0, 1].
 
     A chunk's score is the sum of 1 / (k + rank) over the lists it is in, divided by the
     best possible (first in both), so 1.0 means first in both lists and 0.5 first in one.
     """
-    dense = sorted((r for r in rows if r["similarity"] is not None),
-                   key=lambda r: r["similarity"], reverse=True)  # fmt: skip
-    lexical = sorted((r for r in rows if r["rank"] is not None),
-                     key=lambda r: r["rank"], reverse=True)  # fmt: skip
     fused: dict[int, float] = {}
+    rows: dict[int, asyncpg.Record] = {}
+    word_match: dict[int, float] = {}
     for ranking in (dense, lexical):
         for position, row in enumerate(ranking, start=1):
             fused[row["id"]] = fused.get(row["id"], 0.0) + 1 / (RRF_K + position)
+            rows.setdefault(row["id"], row)
+    for row in lexical:
+        word_match[row["id"]] = row["score"]
     best = 2 / (RRF_K + 1)
-    by_id = {row["id"]: row for row in rows}
-    scored = [(score / best, by_id[chunk_id]) for chunk_id, score in fused.items()]
+    scored = [(score / best, rows[chunk_id]) for chunk_id, score in fused.items()]
     # Small k gives exact ties (third in one list = third in the other): the word match wins.
-    scored.sort(key=lambda pair: (pair[0], pair[1]["rank"] or 0.0), reverse=True)
+    scored.sort(key=lambda pair: (pair[0], word_match.get(pair[1]["id"], 0.0)), reverse=True)
     return scored
 
 
@@ -140,9 +168,9 @@ async def search(
     score_threshold: float = 0.0,
 ) -> list[Hit]:
     """The best `limit` chunks of these stores for the queries (several: best score wins)."""
-    params = Params(start=6)
     try:
-        where = condition(filters, params) if filters is not None else "TRUE"
+        lexical_where, lexical_params = _filter(filters, start=5)
+        dense_where, dense_params = _filter(filters, start=4)
     except ValueError as exc:
         raise InvalidRequest(f"Invalid 'filters': {exc}.", param="filters") from None
     best: dict[int, Hit] = {}
@@ -151,17 +179,22 @@ async def search(
         await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         await conn.execute(f"SET LOCAL hnsw.ef_search = {max(CANDIDATES, 40)}")
         for text in queries:
-            vector = await embedder.query(text)
-            rows = await conn.fetch(
-                _hybrid_sql(len(vector), where),
-                as_pgvector(vector),
-                text.replace("\\", " "),
-                store_ids,
-                CANDIDATES,
-                POSTINGS_BUDGET,
-                *params.values,
-            )
-            for score, row in fuse(rows):
+            # The query is embedded (in a thread, or by the endpoint) while Postgres runs the
+            # lexical half, which needs no vector.
+            embedding = asyncio.ensure_future(embedder.query(text))
+            try:
+                lexical = await conn.fetch(
+                    _lexical_sql(lexical_where), text.replace("\\", " "), store_ids,
+                    CANDIDATES, POSTINGS_BUDGET, *lexical_params,
+                )  # fmt: skip
+                vector = await embedding
+            finally:
+                embedding.cancel()
+            dense = await conn.fetch(
+                _dense_sql(len(vector), dense_where), as_pgvector(vector), store_ids,
+                CANDIDATES, *dense_params,
+            )  # fmt: skip
+            for score, row in fuse(dense, lexical):
                 hit = Hit(
                     chunk_id=row["id"],
                     vector_store_id=row["vector_store_id"],
