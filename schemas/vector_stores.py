@@ -1,6 +1,6 @@
 """Vector stores, their files and file batches, search results, and the requests that make them."""
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -320,8 +320,3 @@ class ToolResourcesParam(ToolResources):
 
     code_interpreter: CodeInterpreterResources | None = None
     file_search: FileSearchResourcesParam | None = None
-
-
-def dump(value: Any) -> Any:
-    """A request sub-object as stored JSON."""
-    return value.model_dump(mode="json", exclude_none=True) if value is not None else None

@@ -10,7 +10,7 @@ from services.api import errors
 from services.api.handlers import probes, v1
 from services.api.settings import Settings
 from services.core.blobs import open_store
-from services.core.embeddings import LocalEmbedder, open_embedder
+from services.core.embeddings import open_embedder
 from services.core.runtime import open_runtime
 
 
@@ -19,13 +19,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, health=False) as runtime:
+        async with (
+            open_runtime(settings, health=False) as runtime,
+            open_embedder(settings) as embedder,
+        ):
             app.state.runtime = runtime
             app.state.settings = settings
             app.state.blobs = open_store(settings, runtime.pool)
-            embedder = open_embedder(settings)
-            if isinstance(embedder, LocalEmbedder):
-                await embedder.warm_up()  # the first search must not pay for loading the model
             app.state.embedder = embedder
             yield
 

@@ -6,9 +6,11 @@ prefixes; vectors are L2-normalised either way, so cosine distance is what searc
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import openai
@@ -119,16 +121,25 @@ def _normalised(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm else vector
 
 
-def open_embedder(settings: CoreSettings) -> LocalEmbedder | RemoteEmbedder:
-    """The endpoint the settings name, else the local model."""
+@contextlib.asynccontextmanager
+async def open_embedder(settings: CoreSettings) -> AsyncIterator[Embedder]:
+    """The endpoint the settings name (closed on exit), else the local model, loaded now so
+    that the first request does not pay for it."""
     if settings.embeddings_base_url:
-        return RemoteEmbedder(
+        remote = RemoteEmbedder(
             base_url=settings.embeddings_base_url,
             api_key=settings.embeddings_api_key,
             model=settings.embeddings_model,
             dimensions=settings.embeddings_dimensions,
         )
-    return LocalEmbedder()
+        try:
+            yield remote
+        finally:
+            await remote.close()
+        return
+    local = LocalEmbedder()
+    await local.warm_up()
+    yield local
 
 
 def as_pgvector(vector: list[float]) -> str:

@@ -9,7 +9,7 @@ from faststream import ContextRepo, FastStream
 
 from services.core import bus
 from services.core.blobs import open_store
-from services.core.embeddings import LocalEmbedder, open_embedder
+from services.core.embeddings import open_embedder
 from services.core.runtime import TaskOwner, open_runtime
 from services.file_indexer.handlers import router
 from services.file_indexer.indexer import Indexer
@@ -24,10 +24,7 @@ broker.include_router(router)
 @contextlib.asynccontextmanager
 async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
     """Open the runtime, load the embedder, pull work until shutdown, then hand files back."""
-    async with open_runtime(settings) as runtime:
-        embedder = open_embedder(settings)
-        if isinstance(embedder, LocalEmbedder):
-            await embedder.warm_up()
+    async with open_runtime(settings) as runtime, open_embedder(settings) as embedder:
         owner = f"{socket.gethostname()}:{os.getpid()}"
         indexer = Indexer(runtime.pool, open_store(settings, runtime.pool), embedder, settings,
                           owner)  # fmt: skip

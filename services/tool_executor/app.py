@@ -9,7 +9,7 @@ import httpx
 from faststream import ContextRepo, FastStream
 
 from services.core import bus
-from services.core.embeddings import LocalEmbedder, open_embedder
+from services.core.embeddings import open_embedder
 from services.core.runtime import TaskOwner, open_runtime, periodic
 from services.tool_executor.executor import Executor
 from services.tool_executor.file_search import FileSearch
@@ -29,6 +29,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
     async with (
         open_runtime(settings) as runtime,
         httpx.AsyncClient(timeout=settings.function_timeout_seconds) as client,
+        open_embedder(settings) as embedder,
     ):
         handlers = load_handlers(
             functions=settings.functions,
@@ -37,9 +38,6 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             timeout=settings.function_timeout_seconds,
             client=client,
         )
-        embedder = open_embedder(settings)
-        if isinstance(embedder, LocalEmbedder):
-            await embedder.warm_up()
         owner = f"{socket.gethostname()}:{os.getpid()}"
         executor = Executor(runtime.pool, handlers, owner, FileSearch(runtime.pool, embedder))
         context.set_global("executor", executor)
