@@ -28,7 +28,7 @@ WORKDIR /app
 COPY . /app
 
 # The s3 extra (boto3) lets THREADBUS_BLOB_STORE=s3 work without another image.
-RUN pip install --no-cache-dir ".[s3]" \
+RUN pip install --no-cache-dir ".[s3,sandbox]" \
     && rm -rf /app/build /app/*.egg-info
 
 # Import `services`/`schemas` from /app in every entry point, including the

@@ -28,6 +28,10 @@ FAST_ENGINE = {
     "THREADBUS_LOG_LEVEL": "INFO",
     "THREADBUS_MAX_FILE_BYTES": str(3 * 1024 * 1024),
     "THREADBUS_POLL_INTERVAL_SECONDS": "0.2",
+    "THREADBUS_WORKERS": "4",
+    "THREADBUS_SANDBOX_TIMEOUT_SECONDS": "4",
+    "THREADBUS_SANDBOX_DISK_BYTES": str(40 * 1024 * 1024),
+    "THREADBUS_SANDBOX_FILE_BYTES": str(16 * 1024 * 1024),
 }
 """Short leases and sweeps so that crash and re-drive tests take seconds."""
 

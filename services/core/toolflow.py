@@ -88,6 +88,16 @@ async def accept_result(
     )
     if stored is None:
         return False
+    if stored.type == "code_interpreter":
+        # The outputs, as the hosted tool streamed them once the code had run.
+        outputs = stored.as_step_entry()["code_interpreter"]["outputs"]
+        entry = {"index": stored.position, "type": "code_interpreter", "code_interpreter": {
+            "outputs": [{"index": i, **output} for i, output in enumerate(outputs)]}}  # fmt: skip
+        cause = await conn.fetchval("SELECT cause_event_id FROM runs WHERE id = $1", run_id)
+        delta = toolcalls.step_delta(stored.step_id, [entry])
+        await outbox.emit(
+            conn, "thread.run.step.delta", thread_id, delta, cause or run_id, run_id=run_id
+        )
     calls = await toolcalls.of_step(conn, stored.step_id)
     if any(c.output is None for c in calls):
         return True

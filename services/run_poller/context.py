@@ -86,6 +86,25 @@ FILE_SEARCH_FUNCTION: dict[str, Any] = {
 """How the model is offered the file_search tool: a function answered server-side."""
 
 
+CODE_INTERPRETER_FUNCTION: dict[str, Any] = {
+    "name": toolcalls.CODE_INTERPRETER,
+    "description": (
+        "Run Python code in a stateful Jupyter kernel (variables persist between calls on this"
+        " conversation). The working directory is /mnt/data: files the user gave you are"
+        " there, and files you save there are returned to the user; link them in your answer"
+        " as sandbox:/mnt/data/<name>. Displayed matplotlib figures are shown to the user."
+        " numpy, pandas and matplotlib are installed; there is no internet access. Output is"
+        " what the code prints, the value of its last expression, and any traceback."
+    ),
+    "parameters": {
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+        "required": ["code"],
+    },
+}
+"""How the model is offered the code_interpreter tool: a function run in a sandbox."""
+
+
 def _tools(run: Run) -> list[dict[str, Any]]:
     tools = []
     for tool in run.tools:
@@ -94,6 +113,8 @@ def _tools(run: Run) -> list[dict[str, Any]]:
             tools.append({"type": "function", "function": function})
         elif tool.type == "file_search":
             tools.append({"type": "function", "function": FILE_SEARCH_FUNCTION})
+        elif tool.type == "code_interpreter":
+            tools.append({"type": "function", "function": CODE_INTERPRETER_FUNCTION})
     return tools
 
 
@@ -103,9 +124,10 @@ def _tool_choice(run: Run) -> Any:
         return choice
     if choice.type == "function" and choice.function is not None:
         return {"type": "function", "function": {"name": choice.function.name}}
-    if choice.type == "file_search":
-        return {"type": "function", "function": {"name": toolcalls.FILE_SEARCH}}
-    return "required"  # another named built-in tool: the model must call a tool
+    builtin = {"file_search": toolcalls.FILE_SEARCH, "code_interpreter": toolcalls.CODE_INTERPRETER}
+    if choice.type in builtin:
+        return {"type": "function", "function": {"name": builtin[choice.type]}}
+    return "required"
 
 
 class NoRoom(Exception):

@@ -136,19 +136,33 @@ async def write_tool_step(
     )
     for index, call in enumerate(rows):
         # One delta per call: id, type and name once, the arguments whole (they are stored
-        # before anything acts on them, so they are not streamed fragment by fragment).
-        delta = {
-            "id": step.id,
-            "object": "thread.run.step.delta",
-            "delta": {
-                "step_details": {
-                    "type": "tool_calls",
-                    "tool_calls": [{"index": index, **call.as_step_entry()}],
-                }
-            },
-        }
-        await outbox.emit(conn, "thread.run.step.delta", run.thread_id, delta, cause, run_id=run.id)
+        # before anything acts on them). Code is sent as the hosted tool sent it: an empty
+        # call, then the input in fragments; its outputs follow when the executor is done.
+        entries = [call.as_step_entry()]
+        if call.type == "code_interpreter":
+            code = entries[0]["code_interpreter"]["input"]
+            entries[0]["code_interpreter"] = {"input": "", "outputs": []}
+            entries += [
+                {"type": "code_interpreter", "code_interpreter": {"input": fragment}}
+                for fragment in code_fragments(code)
+            ]
+        for entry in entries:
+            delta = toolcalls.step_delta(step.id, [{"index": index, **entry}])
+            await outbox.emit(
+                conn, "thread.run.step.delta", run.thread_id, delta, cause, run_id=run.id
+            )
     return steps.render(dict(row)), rows
+
+
+def code_fragments(code: str, size: int = 256) -> list[str]:
+    """The code in pieces of whole lines, about `size` characters each."""
+    fragments: list[str] = []
+    for line in code.splitlines(keepends=True):
+        if fragments and len(fragments[-1]) + len(line) <= size:
+            fragments[-1] += line
+        else:
+            fragments.append(line)
+    return fragments
 
 
 async def require_action(

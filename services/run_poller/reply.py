@@ -42,6 +42,10 @@ class ReplyWriter:
         self.step: RunStep | None = existing[0] if existing else None
         self.message: Message | None = existing[1] if existing else None
         self.text = ""
+        self._images: list[dict[str, Any]] = [
+            p.model_dump(mode="json") for p in (self.message.content if self.message else [])
+            if p.type == "image_file"
+        ]  # fmt: skip
         self._pending = ""
         self._last_flush = 0.0  # the first fragment leaves at once: time to first token counts
 
@@ -67,8 +71,15 @@ class ReplyWriter:
             return
         message_id = new_id("msg")
         details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
+        # The images the code displayed lead the reply, as the hosted tool put them.
+        self._images = [
+            {"type": "image_file", "image_file": {"file_id": file_id}}
+            for file_id in await citations.images_since_last_reply(conn, self._run.id)
+        ]
         self.step = await steps.open_step(conn, self._run, "message_creation", details)
-        self.message = await messages.open_assistant_message(conn, self._run, message_id)
+        self.message = await messages.open_assistant_message(
+            conn, self._run, message_id, self._images
+        )
         for type_, data in (
             ("thread.run.step.created", self.step),
             ("thread.run.step.in_progress", self.step),
@@ -85,7 +96,11 @@ class ReplyWriter:
         delta = {
             "id": self.message.id,
             "object": "thread.message.delta",
-            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": self._pending}}]},
+            "delta": {
+                "content": [
+                    {"index": len(self._images), "type": "text", "text": {"value": self._pending}}
+                ]
+            },
         }
         self._pending = ""
         await outbox.emit(
@@ -107,12 +122,17 @@ class ReplyWriter:
         assert self.step is not None
         await self.flush_in(conn)
         cited = citations.annotations(text, await citations.results_of(conn, self._run.id))
+        if "sandbox:/mnt/data/" in text:
+            written = await citations.written_files(conn, self._run.thread_id)
+            cited = sorted(
+                cited + citations.file_paths(text, written), key=lambda a: a["start_index"]
+            )
         if cited:
             await self._emit_annotations(conn, cited)
         done = await messages.finish(
             conn,
             self.message.id,
-            content=text_content(text, cited),
+            content=self._images + text_content(text, cited),
             incomplete_reason=incomplete_reason,
         )
         closed = await steps.close(conn, self.step.id, "completed", usage=usage)
@@ -129,7 +149,7 @@ class ReplyWriter:
         delta = {
             "id": self.message.id,
             "object": "thread.message.delta",
-            "delta": {"content": [{"index": 0, "type": "text", "text": text}]},
+            "delta": {"content": [{"index": len(self._images), "type": "text", "text": text}]},
         }
         await outbox.emit(
             conn, "thread.message.delta", self._run.thread_id, delta, self._lease.cause,
@@ -142,7 +162,10 @@ class ReplyWriter:
             return
         await self.flush_in(conn)
         done = await messages.finish(
-            conn, self.message.id, content=text_content(self.text), incomplete_reason=reason
+            conn,
+            self.message.id,
+            content=self._images + text_content(self.text),
+            incomplete_reason=reason,
         )
         await outbox.emit(
             conn, "thread.message.incomplete", self._run.thread_id, done, self._lease.cause

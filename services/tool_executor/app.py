@@ -1,21 +1,30 @@
 """tool-executor composition root: settings, broker, handlers, heartbeat."""
 
 import contextlib
+import logging
 import os
+import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
 from faststream import ContextRepo, FastStream
 
 from services.core import bus
+from services.core.blobs import open_store
 from services.core.embeddings import open_embedder
 from services.core.runtime import TaskOwner, open_runtime, periodic
-from services.tool_executor.executor import Executor
+from services.tool_executor.code_interpreter import CodeInterpreter, Options
+from services.tool_executor.executor import BuiltinTool, Executor
 from services.tool_executor.file_search import FileSearch
 from services.tool_executor.handlers import build_router
 from services.tool_executor.registry import load_handlers
+from services.tool_executor.sandbox import Limits
+from services.tool_executor.sessions import Sessions
 from services.tool_executor.settings import Settings
+
+log = logging.getLogger(__name__)
 
 settings = Settings()
 settings.configure_logging()
@@ -39,14 +48,57 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             client=client,
         )
         owner = f"{socket.gethostname()}:{os.getpid()}"
-        executor = Executor(runtime.pool, handlers, owner, FileSearch(runtime.pool, embedder))
+        sessions, unavailable = open_sessions(settings)
+        code = CodeInterpreter(
+            runtime.pool,
+            open_store(settings, runtime.pool),
+            sessions,
+            Options(
+                timeout_seconds=settings.sandbox_timeout_seconds,
+                max_file_bytes=settings.sandbox_file_bytes,
+            ),
+            unavailable=unavailable,
+        )
+        builtins: dict[str, BuiltinTool] = {
+            "file_search": FileSearch(runtime.pool, embedder),
+            "code_interpreter": code,
+        }
+        executor = Executor(runtime.pool, handlers, owner, builtins)
         context.set_global("executor", executor)
         loops = TaskOwner()
         loops.start(periodic(settings.heartbeat_seconds, executor.advertise, "advertise"), "ads")
+        if sessions is not None:
+            sessions.top_up()
+            loops.start(periodic(30.0, sessions.sweep, "sandbox sweep"), "sandboxes")
         try:
             yield
         finally:
             await loops.stop()
+            if sessions is not None:
+                await sessions.close()
+
+
+def open_sessions(settings: Settings) -> tuple[Sessions | None, str]:
+    """The code-interpreter sessions, or None and why they are off."""
+    if not settings.code_interpreter:
+        return None, "it is turned off (THREADBUS_CODE_INTERPRETER=false)."
+    if shutil.which("bwrap") is None:
+        log.warning("code_interpreter is off: bubblewrap (bwrap) is not installed")
+        return None, "bubblewrap is not installed on the tool-executor."
+    limits = Limits(
+        memory_bytes=settings.sandbox_memory_bytes,
+        processes=settings.sandbox_processes,
+        file_bytes=settings.sandbox_file_bytes,
+        disk_bytes=settings.sandbox_disk_bytes,
+    )
+    sessions = Sessions(
+        settings.sandbox_python or sys.executable,
+        limits,
+        idle_seconds=settings.sandbox_idle_seconds,
+        max_kernels=settings.sandbox_max_kernels,
+        spares=settings.sandbox_spares,
+    )
+    return sessions, ""
 
 
 app = FastStream(broker, lifespan=lifespan)

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 
@@ -9,12 +10,15 @@ from schemas import topics
 from schemas.events import ExecuteToolCall, ToolCallResult
 from services.core import outbox
 from services.core.ids import new_id
-from services.tool_executor.file_search import Answer, FileSearch
+from services.tool_executor.file_search import Answer
 from services.tool_executor.registry import Handler, HandlerError, ToolCall
 
 log = logging.getLogger(__name__)
 
 CONSUMER = topics.GROUP_TOOL_EXECUTOR
+
+BuiltinTool = Callable[[ExecuteToolCall], Awaitable[Answer]]
+"""A built-in tool (file_search, code_interpreter) by its tool type."""
 
 
 class Executor:
@@ -25,12 +29,12 @@ class Executor:
         pool: asyncpg.Pool,
         handlers: dict[str, Handler],
         owner: str,
-        file_search: FileSearch,
+        builtins: Mapping[str, BuiltinTool],
     ):
         self._pool = pool
         self.handlers = handlers
         self._owner = owner
-        self._file_search = file_search
+        self._builtins = builtins
 
     async def execute(self, order: ExecuteToolCall) -> None:
         """Run the call unless its result is already recorded; publish the result once."""
@@ -50,10 +54,8 @@ class Executor:
             )
             if published:
                 return  # the result is on its way to the run-poller
-        if order.tool_type == "file_search":
-            answer = await self._file_search(order)
-        else:
-            answer = await self._run(order)
+        builtin = self._builtins.get(order.tool_type)
+        answer = await (builtin(order) if builtin is not None else self._run(order))
         result = ToolCallResult(
             id=new_id("cmd"),
             run_id=order.run_id,

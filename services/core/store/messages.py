@@ -103,15 +103,18 @@ async def list_page(
     )
 
 
-async def open_assistant_message(conn: asyncpg.Connection, run: Any, message_id: str) -> Message:
-    """Insert the run's reply, `in_progress` with no content yet."""
+async def open_assistant_message(
+    conn: asyncpg.Connection, run: Any, message_id: str, content: list[dict[str, Any]]
+) -> Message:
+    """Insert the run's reply, `in_progress`, with no text yet (`content`: its images)."""
     row = await conn.fetchrow(
         "INSERT INTO messages (id, thread_id, status, role, content, assistant_id, run_id)"
-        " VALUES ($1, $2, 'in_progress', 'assistant', '[]', $3, $4) RETURNING *",
+        " VALUES ($1, $2, 'in_progress', 'assistant', $5, $3, $4) RETURNING *",
         message_id,
         run.thread_id,
         run.assistant_id,
         run.id,
+        content,
     )
     assert row is not None
     return render(dict(row))

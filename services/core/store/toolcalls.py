@@ -1,5 +1,6 @@
 """SQL for tool calls: what the model asked for, who answers, and each output (written once)."""
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -9,13 +10,30 @@ from schemas.runs import ToolType
 
 FILE_SEARCH = "file_search"
 """The function through which the model calls the file_search tool (answered server-side)."""
-BUILTIN_TYPES: dict[str, ToolType] = {FILE_SEARCH: "file_search"}
+CODE_INTERPRETER = "code_interpreter"
+"""The function through which the model calls the code_interpreter tool (run in a sandbox)."""
+BUILTIN_TYPES: dict[str, ToolType] = {
+    FILE_SEARCH: "file_search",
+    CODE_INTERPRETER: "code_interpreter",
+}
 """Function names that stand for built-in tools, and the tool type each stands for."""
 
 HANDLER_FRESH_SECONDS = 60.0
 """A tool-executor that has not refreshed its handlers for this long is taken to be gone."""
 
 Handler = Literal["client", "server"]
+
+
+def code_of(arguments: str) -> str:
+    """The Python a code_interpreter call runs: `{"code": ...}`, or the arguments as written
+    (some models send the code itself rather than JSON)."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get("code"), str):
+        return str(parsed["code"])
+    return parsed if isinstance(parsed, str) else arguments
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,13 @@ class ToolCallRow:
         """The call as it appears in a tool_calls step's details (shaped by its tool type)."""
         if self.type == "file_search":
             return {"id": self.id, "type": "file_search", "file_search": self.details or {}}
+        if self.type == "code_interpreter":
+            outputs = (self.details or {}).get("outputs") or []
+            return {
+                "id": self.id,
+                "type": "code_interpreter",
+                "code_interpreter": {"input": code_of(self.arguments), "outputs": outputs},
+            }
         return {
             "id": self.id,
             "type": "function",
@@ -141,3 +166,12 @@ async def store_output(
 def step_details(calls: list[ToolCallRow]) -> dict[str, Any]:
     """A tool_calls step's details for these calls."""
     return {"type": "tool_calls", "tool_calls": [c.as_step_entry() for c in calls]}
+
+
+def step_delta(step_id: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `thread.run.step.delta` of a tool_calls step."""
+    return {
+        "id": step_id,
+        "object": "thread.run.step.delta",
+        "delta": {"step_details": {"type": "tool_calls", "tool_calls": tool_calls}},
+    }

@@ -1,0 +1,437 @@
+"""One sandboxed Jupyter kernel: bubblewrap namespaces, rlimits, and private tmpfs scratch space.
+
+The kernel runs in new mount, PID, network, IPC and UTS namespaces. Its file system is the
+host's `/usr` and the interpreter's directories, read-only, plus three size-capped tmpfs
+mounts that only it can write: `/mnt/data` (its working directory), `/tmp` and `/run/kernel`
+(the IPC sockets of the Jupyter protocol). Nothing of the host is writable, so a full disk or
+a runaway file is the sandbox's own problem. The executor reaches the sockets and the files
+through `/proc/<sandbox pid>/root`, which only the sandbox's parent may follow.
+
+The kernel runs as an unprivileged user with no capabilities: when the executor is root,
+bubblewrap sets up the namespaces and `setpriv` drops to a user id of the sandbox's own (so
+RLIMIT_NPROC counts this sandbox's processes alone); otherwise a user namespace maps the
+executor's user to `nobody`. Memory, processes and file size are capped with rlimits.
+"""
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import stat
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+log = logging.getLogger(__name__)
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+SOCKETS = "/run/kernel"
+DATA = "/mnt/data"
+
+
+class SandboxError(Exception):
+    """The sandbox could not be started or stopped answering."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one sandbox may use."""
+
+    memory_bytes: int = 2_000_000_000
+    processes: int = 64
+    file_bytes: int = 100_000_000
+    disk_bytes: int = 500_000_000
+    tmp_bytes: int = 100_000_000
+    threads_per_library: int = 1
+
+
+@dataclass
+class Execution:
+    """What one cell did: its logs in the order they came, the images it displayed."""
+
+    logs: str = ""
+    images: list[bytes] = field(default_factory=list)
+    error: str | None = None
+    timed_out: bool = False
+    lost: bool = False
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def interpreter_paths(python: str) -> list[str]:
+    """Directories the interpreter needs: its environment, its base installation, its target."""
+    dirs = {sys.prefix, sys.base_prefix, str(Path(os.path.realpath(python)).parent.parent)}
+    if Path(python).parent.parent != Path(sys.prefix):
+        dirs.add(str(Path(python).parent.parent))
+    return sorted(d for d in dirs if not d.startswith("/usr") and d != "/")
+
+
+def command(python: str, limits: Limits, conn_fd: int, info_fd: int, uid: int | None) -> list[str]:
+    """The bubblewrap command line that starts a kernel on the connection file in `conn_fd`.
+
+    `uid` is the host user the kernel runs as when the executor is root (None otherwise).
+    """
+    argv = [
+        "bwrap", "--die-with-parent", "--new-session",
+        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--hostname", "sandbox",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+        "--perms", "0755", "--dir", "/etc",
+        "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+        "--ro-bind-try", "/etc/fonts", "/etc/fonts",
+        "--proc", "/proc", "--dev", "/dev",
+    ]  # fmt: skip
+    made: set[str] = set()
+    for path in interpreter_paths(python):
+        for parent in _ancestors(path):
+            if parent not in made:
+                made.add(parent)
+                argv += ["--perms", "0755", "--dir", parent]
+        argv += ["--ro-bind", path, path]
+    argv += [
+        "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
+        "--perms", "1777", "--size", str(1 << 20), "--tmpfs", SOCKETS,
+        "--perms", "0444", "--ro-bind-data", str(conn_fd), f"{SOCKETS}/kernel.json",
+        "--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", DATA,
+        "--chdir", DATA,
+        "--clearenv",
+        "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+        "--setenv", "HOME", "/tmp",
+        "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
+        "--info-fd", str(info_fd),
+    ]  # fmt: skip
+    threads = str(limits.threads_per_library)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        argv += ["--setenv", name, threads]
+    if uid is not None:
+        argv += [
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        ]  # fmt: skip
+    else:
+        argv[1:1] = ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
+    argv += [
+        "prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
+        f"--fsize={limits.file_bytes}", "--core=0", "--",
+        python, "-m", "ipykernel_launcher", "-f", f"{SOCKETS}/kernel.json",
+        "--IPKernelApp.parent_handle=0", "--HistoryManager.enabled=False",
+    ]  # fmt: skip
+    return argv
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                children = Path(f"/proc/{pid}/task/{task}/children").read_text()
+                found += [int(c) for c in children.split()]
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class Sandbox:
+    """A started kernel in its sandbox; `execute` runs one cell, `close` ends it."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        init_pid: int,
+        client: AsyncKernelClient,
+        output: deque[str],
+        uid: int | None,
+    ):
+        self._proc = proc
+        self.uid = uid
+        self.init_pid = init_pid
+        self._client = client
+        self._output = output
+        self.kernel_pid: int | None = None
+        self.last_used = time.monotonic()
+        self.placed: dict[str, str] = {}
+        """Given files already in /mnt/data: file id -> path."""
+
+    @property
+    def root(self) -> Path:
+        """The sandbox's file system, as the executor reaches it."""
+        return Path(f"/proc/{self.init_pid}/root")
+
+    @property
+    def data(self) -> Path:
+        """The sandbox's `/mnt/data`, as the executor reaches it."""
+        return self.root / DATA.lstrip("/")
+
+    @property
+    def alive(self) -> bool:
+        """The sandbox's processes are still running."""
+        return self._proc.returncode is None and self.data.is_dir()
+
+    @classmethod
+    async def start(cls, python: str, limits: Limits, *, ready_seconds: float = 30.0) -> "Sandbox":
+        """Start a kernel and wait until it answers; raises SandboxError with its output."""
+        info: dict[str, Any] = {
+            **PORTS, "ip": f"{SOCKETS}/k", "transport": "ipc", "key": secrets.token_hex(32),
+            "signature_scheme": "hmac-sha256", "kernel_name": "python3",
+        }  # fmt: skip
+        conn_read, conn_write = os.pipe()
+        os.write(conn_write, json.dumps(info).encode())
+        os.close(conn_write)
+        info_read, info_write = os.pipe()
+        # As root: a user id of its own, so no other process shares its RLIMIT_NPROC count.
+        uid = 2_000_000 + secrets.randbelow(1_000_000) if os.geteuid() == 0 else None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command(python, limits, conn_read, info_write, uid),
+                pass_fds=(conn_read, info_write),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(conn_read)
+            os.close(info_write)
+        output: deque[str] = deque(maxlen=40)
+        drain = asyncio.create_task(_drain(proc, output))
+        try:
+            raw = await asyncio.to_thread(os.read, info_read, 65536)
+        finally:
+            os.close(info_read)
+        if not raw:
+            await proc.wait()
+            await drain
+            raise SandboxError("the sandbox did not start: " + " | ".join(output))
+        init_pid = int(json.loads(raw)["child-pid"])
+        client = AsyncKernelClient()
+        reach: dict[str, Any] = {**info, "ip": f"/proc/{init_pid}/root{SOCKETS}/k"}
+        client.load_connection_info(reach)  # type: ignore[arg-type]
+        sandbox = cls(proc, init_pid, client, output, uid)
+        sandbox._drain = drain  # type: ignore[attr-defined]
+        try:
+            deadline = time.monotonic() + ready_seconds
+            while not (sandbox.root / SOCKETS.lstrip("/") / "k-1").exists():
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise SandboxError("the kernel did not start: " + " | ".join(output))
+                await asyncio.sleep(0.01)
+            client.start_channels()
+            await client.wait_for_ready(timeout=max(1.0, deadline - time.monotonic()))
+            sandbox.kernel_pid = next(iter(_children(init_pid)), None)
+        except BaseException as exc:
+            await sandbox.close()
+            if isinstance(exc, SandboxError):
+                raise
+            if isinstance(exc, Exception):
+                raise SandboxError(f"the kernel did not start: {exc}") from exc
+            raise
+        return sandbox
+
+    async def execute(self, code: str, *, seconds: float, grace: float = 3.0) -> Execution:
+        """Run one cell; a cell over `seconds` is interrupted, one that ignores that is killed."""
+        self.last_used = time.monotonic()
+        result = Execution()
+        logs: list[str] = []
+        msg_id = self._client.execute(code, store_history=True, allow_stdin=False)
+        deadline = time.monotonic() + seconds
+        interrupted_at: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if interrupted_at is None and now >= deadline:
+                    result.timed_out = True
+                    interrupted_at = now
+                    self._interrupt()
+                if interrupted_at is not None and now >= interrupted_at + grace:
+                    result.lost = True
+                    break
+                if not self.alive:
+                    result.lost = True
+                    break
+                limit = (interrupted_at + grace if interrupted_at else deadline) - now
+                try:
+                    msg = await self._client.get_iopub_msg(timeout=max(0.01, min(limit, 0.5)))
+                except Exception:  # queue.Empty: nothing yet
+                    continue
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "status" and content.get("execution_state") == "idle":
+                    break
+                if kind == "stream":
+                    logs.append(content.get("text", ""))
+                elif kind in ("execute_result", "display_data"):
+                    data = content.get("data", {})
+                    if "image/png" in data:
+                        result.images.append(base64.b64decode(data["image/png"]))
+                    elif "text/plain" in data:
+                        logs.append(str(data["text/plain"]) + "\n")
+                elif kind == "error":
+                    result.error = f"{content.get('ename')}: {content.get('evalue')}"
+                    logs.append(ANSI.sub("", "\n".join(content.get("traceback", []))) + "\n")
+        finally:
+            self.last_used = time.monotonic()
+        result.logs = "".join(logs)
+        if not result.lost:
+            self.reap()
+        return result
+
+    def _interrupt(self) -> None:
+        """SIGINT to the kernel (KeyboardInterrupt in the cell), as `interrupt_mode=signal`."""
+        if self.kernel_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.kernel_pid, signal.SIGINT)
+
+    def reap(self) -> None:
+        """End every process in the sandbox but the kernel: nothing outlives its cell."""
+        keep = {self.init_pid, self.kernel_pid}
+        for _ in range(50):
+            strays = [p for p in _descendants(self.init_pid) if p not in keep]
+            if not strays:
+                return
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    # The sandbox's user owns /mnt/data and may plant symlinks to host paths there, so every
+    # access below walks the path one component at a time from a descriptor of /mnt/data with
+    # O_NOFOLLOW: nothing the executor reads or writes can lead out of the sandbox.
+
+    def _open(self, relative: str, flags: int, mode: int = 0o644) -> int:
+        parts = [p for p in relative.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise OSError(f"not a path inside /mnt/data: {relative!r}")
+        fd = os.open(self.data, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in parts[:-1]:
+                if flags & os.O_CREAT:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            if flags & os.O_CREAT:
+                with contextlib.suppress(FileNotFoundError):
+                    found = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+                    if not stat.S_ISDIR(found.st_mode):
+                        os.unlink(parts[-1], dir_fd=fd)  # a link the sandbox planted, say
+            return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def put(self, relative: str, content: bytes) -> None:
+        """Write a file into `/mnt/data`, owned by the kernel's user."""
+        fd = self._open(relative, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            if self.uid is not None:
+                os.fchown(fd, self.uid, self.uid)
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                out.write(content)
+        finally:
+            os.close(fd)
+
+    def read(self, relative: str, limit: int) -> bytes | None:
+        """A regular file's bytes (None when it is not one, or is larger than `limit`)."""
+        try:
+            fd = self._open(relative, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as source:
+                return source.read(limit + 1)[:limit]
+        finally:
+            os.close(fd)
+
+    def listing(self, *, depth: int = 4, limit: int = 1000) -> dict[str, tuple[int, int]]:
+        """Regular files under `/mnt/data` (path: (size, mtime_ns)), symlinks not followed."""
+        found: dict[str, tuple[int, int]] = {}
+
+        def walk(fd: int, prefix: str, level: int) -> None:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if len(found) >= limit:
+                        return
+                    if entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        found[prefix + entry.name] = (info.st_size, info.st_mtime_ns)
+                    elif entry.is_dir(follow_symlinks=False) and level < depth:
+                        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                        try:
+                            inner = os.open(entry.name, flags, dir_fd=fd)
+                        except OSError:
+                            continue
+                        try:
+                            walk(inner, f"{prefix}{entry.name}/", level + 1)
+                        finally:
+                            os.close(inner)
+
+        try:
+            top = os.open(self.data, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return found
+        try:
+            walk(top, "", 1)
+        finally:
+            os.close(top)
+        return found
+
+    def memory_bytes(self) -> int:
+        """Proportional memory (Pss) of the sandbox's processes; its tmpfs files come on top."""
+        total = 0
+        for pid in [self.init_pid, *_descendants(self.init_pid)]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
+    async def close(self) -> None:
+        """Kill the sandbox (its PID namespace ends with it) and release the client."""
+        with contextlib.suppress(Exception):
+            self._client.stop_channels()
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.init_pid, signal.SIGKILL)
+        await self._proc.wait()
+        drain = getattr(self, "_drain", None)
+        if drain is not None:
+            await drain
+
+
+async def _drain(proc: asyncio.subprocess.Process, output: deque[str]) -> None:
+    """Keep the sandbox's last lines of output, for the error when it fails to start."""
+    assert proc.stdout is not None
+    async for line in proc.stdout:
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            output.append(text)
+            log.debug("sandbox: %s", text)
