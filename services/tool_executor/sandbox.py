@@ -40,6 +40,13 @@ SOCKETS = "/run/kernel"
 DATA = "/mnt/data"
 
 
+REAP = (
+    "exec('import os\\nwhile True:\\n try:\\n  if os.waitpid(-1, os.WNOHANG)[0] == 0: break"
+    "\\n except ChildProcessError: break', {})"
+)
+"""Run silently in the kernel after its strays were killed: wait for every dead child."""
+
+
 class SandboxError(Exception):
     """The sandbox could not be started or stopped answering."""
 
@@ -145,6 +152,14 @@ def _children(pid: int) -> list[int]:
                 children = Path(f"/proc/{pid}/task/{task}/children").read_text()
                 found += [int(c) for c in children.split()]
     return found
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, Z, ...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _descendants(pid: int) -> list[int]:
@@ -297,7 +312,7 @@ class Sandbox:
             self.last_used = time.monotonic()
         result.logs = "".join(logs)
         if not result.lost:
-            self.reap()
+            await self.reap()
         return result
 
     def _interrupt(self) -> None:
@@ -306,16 +321,35 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.kernel_pid, signal.SIGINT)
 
-    def reap(self) -> None:
+    async def reap(self) -> None:
         """End every process in the sandbox but the kernel: nothing outlives its cell."""
         keep = {self.init_pid, self.kernel_pid}
+        killed = False
         for _ in range(50):
             strays = [p for p in _descendants(self.init_pid) if p not in keep]
             if not strays:
-                return
+                break
+            killed = True
             for pid in strays:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            if all(_state(p) in ("Z", None) for p in strays):
+                break
+        if killed:
+            await self._collect_zombies()
+
+    async def _collect_zombies(self) -> None:
+        """Have the kernel wait for its killed children, which would otherwise stay zombies
+        and count against its process limit (in a throwaway namespace, out of history)."""
+        msg_id = self._client.execute(REAP, silent=True, store_history=False)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                reply = await self._client.get_shell_msg(timeout=1)
+            except Exception:  # queue.Empty
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                return
 
     # The sandbox's user owns /mnt/data and may plant symlinks to host paths there, so every
     # access below walks the path one component at a time from a descriptor of /mnt/data with
