@@ -25,7 +25,7 @@ class Bench:
 
 
 @contextlib.contextmanager
-def running(*, keep: bool = False) -> Iterator[Bench]:
+def running(*, keep: bool = False, env: dict[str, str] | None = None) -> Iterator[Bench]:
     """Start everything in a temp dir, print the machine and settings, stop it all at the end."""
     workdir = Path(tempfile.mkdtemp(prefix="threadbus-bench-"))
     os.chmod(workdir, 0o755)
@@ -37,6 +37,7 @@ def running(*, keep: bool = False) -> Iterator[Bench]:
             "OPENAI_BASE_URL": model.base_url,
             "OPENAI_API_KEY": "bench-key",
             "THREADBUS_LOG_LEVEL": "WARNING",
+            **(env or {}),
         }
         system = System(infra, env, workdir / "logs").start()
         print(f"machine: cpu_count={os.cpu_count()}")

@@ -15,12 +15,12 @@ from services.core import bus
 from services.core.blobs import open_store
 from services.core.embeddings import open_embedder
 from services.core.runtime import TaskOwner, open_runtime, periodic
+from services.tool_executor.bwrap import Limits
 from services.tool_executor.code_interpreter import CodeInterpreter, Options
 from services.tool_executor.executor import BuiltinTool, Executor
 from services.tool_executor.file_search import FileSearch
 from services.tool_executor.handlers import build_router
 from services.tool_executor.registry import load_handlers
-from services.tool_executor.sandbox import Limits
 from services.tool_executor.sessions import Sessions
 from services.tool_executor.settings import Settings
 

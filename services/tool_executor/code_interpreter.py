@@ -106,7 +106,7 @@ class CodeInterpreter:
                 " from earlier calls are gone; the files in /mnt/data were restored."
             )
         notes += await self._place_files(order, sandbox, restore=fresh)
-        before = sandbox.listing()
+        before = sandbox.files.listing()
         execution = await sandbox.execute(code, seconds=self._options.timeout_seconds)
         written: list[tuple[str, str]] = []
         if execution.lost:
@@ -173,7 +173,7 @@ class CodeInterpreter:
         if size > self._options.max_file_bytes:
             return f"it is larger than the sandbox's {self._options.max_file_bytes} byte limit"
         try:
-            sandbox.put(path, await blob_store.read_all(self._blobs, key))
+            sandbox.files.put(path, await blob_store.read_all(self._blobs, key))
         except OSError as exc:
             return exc.strerror or str(exc)
         return None
@@ -186,14 +186,14 @@ class CodeInterpreter:
         notes: list[str],
     ) -> list[tuple[str, str]]:
         """Store what the cell wrote or changed as files; returns (path, file id) pairs."""
-        after = sandbox.listing()
+        after = sandbox.files.listing()
         changed = [p for p, seen in after.items() if before.get(p) != seen]
         limit = self._options.max_files_per_call
         if len(changed) > limit:
             notes.append(f"Note: only {limit} of the {len(changed)} files written were saved.")
         saved: list[tuple[str, str]] = []
         for path in sorted(changed)[:limit]:
-            content = sandbox.read(path, self._options.max_file_bytes)
+            content = sandbox.files.read(path, self._options.max_file_bytes)
             if content is None:
                 continue
             file_id = await self._store(path.rsplit("/", 1)[-1], content)

@@ -22,8 +22,6 @@ import os
 import re
 import secrets
 import signal
-import stat
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,12 +30,13 @@ from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
+from services.tool_executor.bwrap import DATA, SOCKETS, Limits, command
+from services.tool_executor.datadir import DataDir
+
 log = logging.getLogger(__name__)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
-SOCKETS = "/run/kernel"
-DATA = "/mnt/data"
 
 
 REAP = (
@@ -51,18 +50,6 @@ class SandboxError(Exception):
     """The sandbox could not be started or stopped answering."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one sandbox may use."""
-
-    memory_bytes: int = 2_000_000_000
-    processes: int = 64
-    file_bytes: int = 100_000_000
-    disk_bytes: int = 500_000_000
-    tmp_bytes: int = 100_000_000
-    threads_per_library: int = 1
-
-
 @dataclass
 class Execution:
     """What one cell did: its logs in the order they came, the images it displayed."""
@@ -72,76 +59,6 @@ class Execution:
     error: str | None = None
     timed_out: bool = False
     lost: bool = False
-
-
-def _ancestors(path: str) -> list[str]:
-    parts = Path(path).parts[1:-1]
-    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def interpreter_paths(python: str) -> list[str]:
-    """Directories the interpreter needs: its environment, its base installation, its target."""
-    dirs = {sys.prefix, sys.base_prefix, str(Path(os.path.realpath(python)).parent.parent)}
-    if Path(python).parent.parent != Path(sys.prefix):
-        dirs.add(str(Path(python).parent.parent))
-    return sorted(d for d in dirs if not d.startswith("/usr") and d != "/")
-
-
-def command(python: str, limits: Limits, conn_fd: int, info_fd: int, uid: int | None) -> list[str]:
-    """The bubblewrap command line that starts a kernel on the connection file in `conn_fd`.
-
-    `uid` is the host user the kernel runs as when the executor is root (None otherwise).
-    """
-    argv = [
-        "bwrap", "--die-with-parent", "--new-session",
-        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--hostname", "sandbox",
-        "--ro-bind", "/usr", "/usr",
-        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-        "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-        "--perms", "0755", "--dir", "/etc",
-        "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-        "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
-        "--ro-bind-try", "/etc/fonts", "/etc/fonts",
-        "--proc", "/proc", "--dev", "/dev",
-    ]  # fmt: skip
-    made: set[str] = set()
-    for path in interpreter_paths(python):
-        for parent in _ancestors(path):
-            if parent not in made:
-                made.add(parent)
-                argv += ["--perms", "0755", "--dir", parent]
-        argv += ["--ro-bind", path, path]
-    argv += [
-        "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
-        "--perms", "1777", "--size", str(1 << 20), "--tmpfs", SOCKETS,
-        "--perms", "0444", "--ro-bind-data", str(conn_fd), f"{SOCKETS}/kernel.json",
-        "--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", DATA,
-        "--chdir", DATA,
-        "--clearenv",
-        "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
-        "--setenv", "HOME", "/tmp",
-        "--setenv", "LANG", "C.UTF-8",
-        "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
-        "--info-fd", str(info_fd),
-    ]  # fmt: skip
-    threads = str(limits.threads_per_library)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        argv += ["--setenv", name, threads]
-    if uid is not None:
-        argv += [
-            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-        ]  # fmt: skip
-    else:
-        argv[1:1] = ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
-    argv += [
-        "prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
-        f"--fsize={limits.file_bytes}", "--core=0", "--",
-        python, "-m", "ipykernel_launcher", "-f", f"{SOCKETS}/kernel.json",
-        "--IPKernelApp.parent_handle=0", "--HistoryManager.enabled=False",
-    ]  # fmt: skip
-    return argv
 
 
 def _children(pid: int) -> list[int]:
@@ -189,6 +106,7 @@ class Sandbox:
         self._output = output
         self.kernel_pid: int | None = None
         self.last_used = time.monotonic()
+        self.files = DataDir(self.root / DATA.lstrip("/"), uid)
         self.placed: dict[str, str] = {}
         """Given files already in /mnt/data: file id -> path."""
 
@@ -198,14 +116,9 @@ class Sandbox:
         return Path(f"/proc/{self.init_pid}/root")
 
     @property
-    def data(self) -> Path:
-        """The sandbox's `/mnt/data`, as the executor reaches it."""
-        return self.root / DATA.lstrip("/")
-
-    @property
     def alive(self) -> bool:
         """The sandbox's processes are still running."""
-        return self._proc.returncode is None and self.data.is_dir()
+        return self._proc.returncode is None and self.files.path.is_dir()
 
     @classmethod
     async def start(cls, python: str, limits: Limits, *, ready_seconds: float = 30.0) -> "Sandbox":
@@ -350,91 +263,6 @@ class Sandbox:
                 continue
             if reply.get("parent_header", {}).get("msg_id") == msg_id:
                 return
-
-    # The sandbox's user owns /mnt/data and may plant symlinks to host paths there, so every
-    # access below walks the path one component at a time from a descriptor of /mnt/data with
-    # O_NOFOLLOW: nothing the executor reads or writes can lead out of the sandbox.
-
-    def _open(self, relative: str, flags: int, mode: int = 0o644) -> int:
-        parts = [p for p in relative.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts):
-            raise OSError(f"not a path inside /mnt/data: {relative!r}")
-        fd = os.open(self.data, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for part in parts[:-1]:
-                if flags & os.O_CREAT:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-            if flags & os.O_CREAT:
-                with contextlib.suppress(FileNotFoundError):
-                    found = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-                    if not stat.S_ISDIR(found.st_mode):
-                        os.unlink(parts[-1], dir_fd=fd)  # a link the sandbox planted, say
-            return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
-        finally:
-            os.close(fd)
-
-    def put(self, relative: str, content: bytes) -> None:
-        """Write a file into `/mnt/data`, owned by the kernel's user."""
-        fd = self._open(relative, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            if self.uid is not None:
-                os.fchown(fd, self.uid, self.uid)
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                out.write(content)
-        finally:
-            os.close(fd)
-
-    def read(self, relative: str, limit: int) -> bytes | None:
-        """A regular file's bytes (None when it is not one, or is larger than `limit`)."""
-        try:
-            fd = self._open(relative, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as source:
-                return source.read(limit + 1)[:limit]
-        finally:
-            os.close(fd)
-
-    def listing(self, *, depth: int = 4, limit: int = 1000) -> dict[str, tuple[int, int]]:
-        """Regular files under `/mnt/data` (path: (size, mtime_ns)), symlinks not followed."""
-        found: dict[str, tuple[int, int]] = {}
-
-        def walk(fd: int, prefix: str, level: int) -> None:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    if len(found) >= limit:
-                        return
-                    if entry.is_file(follow_symlinks=False):
-                        info = entry.stat(follow_symlinks=False)
-                        found[prefix + entry.name] = (info.st_size, info.st_mtime_ns)
-                    elif entry.is_dir(follow_symlinks=False) and level < depth:
-                        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                        try:
-                            inner = os.open(entry.name, flags, dir_fd=fd)
-                        except OSError:
-                            continue
-                        try:
-                            walk(inner, f"{prefix}{entry.name}/", level + 1)
-                        finally:
-                            os.close(inner)
-
-        try:
-            top = os.open(self.data, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return found
-        try:
-            walk(top, "", 1)
-        finally:
-            os.close(top)
-        return found
 
     def memory_bytes(self) -> int:
         """Proportional memory (Pss) of the sandbox's processes; its tmpfs files come on top."""

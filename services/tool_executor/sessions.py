@@ -12,7 +12,8 @@ import contextlib
 import logging
 import time
 
-from services.tool_executor.sandbox import Limits, Sandbox
+from services.tool_executor.bwrap import Limits
+from services.tool_executor.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,6 @@ Where each scenario lives:
 - 43-47, 50, 51 (streaming): tests/e2e/test_streaming.py;
 - 52-55 (files): test_files.py; 56-60 (vector stores, their files, batches, search):
   test_vector_stores.py; 42 and 49 (file_search in runs, steps with `include[]`, streamed
-  citations): tests/e2e/test_file_search.py.
-Not yet supported (a later issue: code_interpreter): 48.
+  citations): tests/e2e/test_file_search.py; 48 (a streamed code_interpreter run):
+  tests/e2e/test_code_interpreter.py.
 """

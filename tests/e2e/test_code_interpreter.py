@@ -6,8 +6,8 @@ import io
 import json
 
 import pytest
-from openai import OpenAI
-from openai.types.beta.threads.runs import CodeInterpreterToolCall
+from openai import AssistantEventHandler, OpenAI
+from openai.types.beta.threads.runs import CodeInterpreterToolCall, ToolCall, ToolCallDelta
 
 from tests.e2e.code_interpreter_runs import code_assistant, finished, run_code
 from tests.fakes.model_server import ScriptedModelServer
@@ -246,3 +246,44 @@ def test_streaming_sends_the_code_in_fragments_then_the_outputs(
     )
     assert completed.model_dump() == retrieved.model_dump()
     assert finished(client, run).call.code_interpreter.input == code
+
+
+class SnapshotRecorder(AssistantEventHandler):
+    """Keeps the SDK's accumulated snapshot of the code at each tool-call delta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[str] = []
+        self.done: list[ToolCall] = []
+
+    def on_tool_call_delta(self, delta: ToolCallDelta, snapshot: ToolCall) -> None:  # noqa: ARG002
+        if snapshot.type == "code_interpreter":
+            self.inputs.append(snapshot.code_interpreter.input)
+
+    def on_tool_call_done(self, tool_call: ToolCall) -> None:
+        self.done.append(tool_call)
+
+
+def test_scenario_48_the_handlers_snapshots_accumulate_the_code(
+    client: OpenAI, model: ScriptedModelServer
+) -> None:
+    code = "".join(f"print('line {i}', {i} ** 2)\n" for i in range(40))
+    model.script("scenario 48", tool_calls=[
+        {"name": "code_interpreter", "arguments": json.dumps({"code": code})}])  # fmt: skip
+    model.script("line 39 1521", reply="Printed forty lines.")
+    assistant_id = code_assistant(client)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "scenario 48"}])
+    handler = SnapshotRecorder()
+    with client.beta.threads.runs.stream(
+        thread_id=thread.id, assistant_id=assistant_id, event_handler=handler
+    ) as stream:
+        stream.until_done()
+    assert handler.inputs[-1] == code
+    assert len({len(i) for i in handler.inputs}) > 2  # the snapshot grew fragment by fragment
+    assert all(code.startswith(i) for i in handler.inputs)
+    # The SDK reports the call done when its step completes (and again when the run does).
+    assert len({c.id for c in handler.done}) == 1
+    call = handler.done[0]
+    assert isinstance(call, CodeInterpreterToolCall)
+    logs = [o for o in call.code_interpreter.outputs if o.type == "logs"]
+    assert "line 39 1521" in (logs[0].logs or "")
