@@ -41,6 +41,7 @@ def measure(
     ask = f"bench cell {time.monotonic_ns()}"
     call = {"name": "code_interpreter", "arguments": json.dumps({"code": code})}
     model.script(ask, tool_calls=[call])
+    model.script(None, reply="ok", times=1)  # the answer once the output is back
     client.beta.threads.messages.create(thread_id, role="user", content=ask)
     started = outputs = None
     with client.beta.threads.runs.stream(thread_id=thread_id, assistant_id=assistant_id) as stream:
@@ -61,6 +62,8 @@ def measure(
 
 def report(name: str, values: list[float]) -> None:
     """p50/p99/max of one series."""
+    if not values:
+        return
     print(f"{name}: n={len(values)} p50 {percentile(values, 50):.0f} ms,"
           f" p99 {percentile(values, 99):.0f} ms, max {max(values):.0f} ms")  # fmt: skip
 
@@ -106,7 +109,6 @@ def main() -> None:
         client = OpenAI(base_url=bench.system.api_url, api_key="bench-key")
         tools = [{"type": "code_interpreter"}]
         assistant = client.beta.assistants.create(model="gpt-4o", tools=tools)  # type: ignore[list-item]
-        bench.model.script(None, reply="ok")
         warmup = client.beta.threads.create()
         measure(client, bench.model, assistant.id, warmup.id, "print(0)")  # connections, consumers
         cold = []

@@ -25,16 +25,28 @@ from services.tool_executor.sessions import Sessions
 log = logging.getLogger(__name__)
 
 _GIVEN = """
-    SELECT a.tool_resources -> 'code_interpreter' -> 'file_ids' AS assistant,
-           t.tool_resources -> 'code_interpreter' -> 'file_ids' AS thread
-    FROM runs AS r JOIN threads AS t ON t.id = r.thread_id
-    LEFT JOIN assistants AS a ON a.id = r.assistant_id
-    WHERE r.id = $1
+    WITH given AS (
+        SELECT 0 AS source, x.rank, x.file_id FROM runs AS r
+        JOIN threads AS t ON t.id = r.thread_id
+        LEFT JOIN assistants AS a ON a.id = r.assistant_id,
+        LATERAL jsonb_array_elements_text(
+            coalesce(a.tool_resources #> '{code_interpreter,file_ids}', '[]')
+            || coalesce(t.tool_resources #> '{code_interpreter,file_ids}', '[]')
+        ) WITH ORDINALITY AS x (file_id, rank)
+        WHERE r.id = $1
+      UNION ALL
+        SELECT 1, m.seq, a ->> 'file_id'
+        FROM messages AS m, jsonb_array_elements(m.attachments) AS a
+        WHERE m.thread_id = $2 AND m.attachments <> '[]'
+          AND a -> 'tools' @> '[{"type": "code_interpreter"}]'
+    )
+    SELECT DISTINCT ON (f.id) f.id, f.filename, f.blob_key, f.bytes, g.source, g.rank
+    FROM given AS g JOIN files AS f ON f.id = g.file_id
+    WHERE NOT f.id = ANY($3::text[])
+    ORDER BY f.id, g.source, g.rank
 """
-_ATTACHED = """
-    SELECT a ->> 'file_id' AS file_id FROM messages AS m, jsonb_array_elements(m.attachments) AS a
-    WHERE m.thread_id = $1 AND a -> 'tools' @> '[{"type": "code_interpreter"}]' ORDER BY m.seq
-"""
+"""The files given to the run's assistant and thread, then those attached to the thread's
+messages for code_interpreter, except those already in place (one round trip per call)."""
 
 
 @dataclass(frozen=True)
@@ -132,16 +144,7 @@ class CodeInterpreter:
         """Put the thread's given files (and in a new session, its written ones) in /mnt/data."""
         placed: dict[str, str] = sandbox.placed  # file id -> path
         async with self._pool.acquire() as conn:
-            given = await conn.fetchrow(_GIVEN, order.run_id)
-            ids: list[str] = []
-            if given is not None:
-                ids += list(given["assistant"] or []) + list(given["thread"] or [])
-            ids += [r["file_id"] for r in await conn.fetch(_ATTACHED, order.thread_id)]
-            wanted = [i for i in dict.fromkeys(ids) if i not in placed]
-            rows = await conn.fetch(
-                "SELECT id, filename, blob_key, bytes FROM files WHERE id = ANY($1::text[])",
-                wanted,
-            )
+            rows = await conn.fetch(_GIVEN, order.run_id, order.thread_id, list(placed))
             written = []
             if restore:
                 written = await conn.fetch(
@@ -150,12 +153,9 @@ class CodeInterpreter:
                     order.thread_id,
                 )
         notes = []
-        by_id = {r["id"]: r for r in rows}
         taken = set(placed.values())
-        for file_id in wanted:
-            row = by_id.get(file_id)
-            if row is None:
-                continue  # deleted since it was attached
+        for row in sorted(rows, key=lambda r: (r["source"], r["rank"])):
+            file_id = row["id"]
             path = safe_name(row["filename"], file_id)
             if path in taken:
                 path = f"{file_id}-{path}"

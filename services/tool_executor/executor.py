@@ -41,19 +41,18 @@ class Executor:
         key = f"{order.run_id}/{order.tool_call_id}"
         async with self._pool.acquire() as conn:
             recorded = await conn.fetchrow(
-                "SELECT output FROM tool_calls WHERE run_id = $1 AND id = $2",
+                "SELECT output IS NOT NULL AS answered, EXISTS (SELECT 1 FROM processed_events"
+                " WHERE consumer = $3 AND event_id = $4) AS published"
+                " FROM tool_calls WHERE run_id = $1 AND id = $2",
                 order.run_id,
                 order.tool_call_id,
-            )
-            if recorded is None or recorded["output"] is not None:
-                return  # the run is gone, or the result is recorded: never recompute it
-            published = await conn.fetchval(
-                "SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2",
                 CONSUMER,
                 key,
             )
-            if published:
-                return  # the result is on its way to the run-poller
+        if recorded is None or recorded["answered"]:
+            return  # the run is gone, or the result is recorded: never recompute it
+        if recorded["published"]:
+            return  # the result is on its way to the run-poller
         builtin = self._builtins.get(order.tool_type)
         answer = await (builtin(order) if builtin is not None else self._run(order))
         result = ToolCallResult(
