@@ -69,7 +69,8 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         loops.start(periodic(settings.heartbeat_seconds, executor.advertise, "advertise"), "ads")
         if sessions is not None:
             sessions.top_up()
-            loops.start(periodic(30.0, sessions.sweep, "sandbox sweep"), "sandboxes")
+            every = min(30.0, settings.sandbox_idle_seconds / 4)
+            loops.start(periodic(every, sessions.sweep, "sandbox sweep"), "sandboxes")
         try:
             yield
         finally:

@@ -42,7 +42,7 @@ _GIVEN = """
     )
     SELECT DISTINCT ON (f.id) f.id, f.filename, f.blob_key, f.bytes, g.source, g.rank
     FROM given AS g JOIN files AS f ON f.id = g.file_id
-    WHERE NOT f.id = ANY($3::text[])
+    WHERE NOT f.id = ANY($3::text[]) AND (f.expires_at IS NULL OR f.expires_at > epoch_now())
     ORDER BY f.id, g.source, g.rank
 """
 """The files given to the run's assistant and thread, then those attached to the thread's
@@ -149,7 +149,8 @@ class CodeInterpreter:
             if restore:
                 written = await conn.fetch(
                     "SELECT s.path, f.id, f.blob_key, f.bytes FROM sandbox_files AS s"
-                    " JOIN files AS f ON f.id = s.file_id WHERE s.thread_id = $1 ORDER BY s.path",
+                    " JOIN files AS f ON f.id = s.file_id WHERE s.thread_id = $1"
+                    " AND (f.expires_at IS NULL OR f.expires_at > epoch_now()) ORDER BY s.path",
                     order.thread_id,
                 )
         notes = []

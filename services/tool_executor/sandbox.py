@@ -71,6 +71,19 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _read_info(fd: int) -> dict[str, Any] | None:
+    """bubblewrap's `--info-fd` JSON, which may arrive in several writes; None at EOF first."""
+    raw = b""
+    while chunk := os.read(fd, 65536):
+        raw += chunk
+        try:
+            info: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            continue  # more to come
+        return info
+    return None
+
+
 def _state(pid: int) -> str | None:
     """A process's state letter (R, S, Z, ...), None when it is gone."""
     try:
@@ -148,14 +161,14 @@ class Sandbox:
         output: deque[str] = deque(maxlen=40)
         drain = asyncio.create_task(_drain(proc, output))
         try:
-            raw = await asyncio.to_thread(os.read, info_read, 65536)
+            started = await asyncio.to_thread(_read_info, info_read)
         finally:
             os.close(info_read)
-        if not raw:
+        if started is None:
             await proc.wait()
             await drain
             raise SandboxError("the sandbox did not start: " + " | ".join(output))
-        init_pid = int(json.loads(raw)["child-pid"])
+        init_pid = int(started["child-pid"])
         client = AsyncKernelClient()
         reach: dict[str, Any] = {**info, "ip": f"/proc/{init_pid}/root{SOCKETS}/k"}
         client.load_connection_info(reach)  # type: ignore[arg-type]
