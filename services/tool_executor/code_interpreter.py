@@ -125,7 +125,11 @@ class CodeInterpreter:
             await sessions.discard(order.thread_id)
         else:
             written = await self._collect(order, sandbox, before, notes)
-        images = [await self._store_image(order, png, i) for i, png in enumerate(execution.images)]
+        shown = execution.images[: self._options.max_files_per_call]
+        if len(execution.images) > len(shown):
+            notes.append(f"Note: only {len(shown)} of the {len(execution.images)} images shown"
+                         " were kept.")  # fmt: skip
+        images = [await self._store_image(order, png, i) for i, png in enumerate(shown)]
         return self._answer(execution, images, written, notes)
 
     async def _had_session(self, order: ExecuteToolCall) -> bool:
@@ -174,7 +178,12 @@ class CodeInterpreter:
         if size > self._options.max_file_bytes:
             return f"it is larger than the sandbox's {self._options.max_file_bytes} byte limit"
         try:
-            sandbox.files.put(path, await blob_store.read_all(self._blobs, key))
+            content = await blob_store.read_all(self._blobs, key)
+        except Exception as exc:  # the blob store's own errors: the model is told, the call goes on
+            log.warning("could not read %s for the sandbox: %s", key, exc)
+            return "its content could not be read"
+        try:
+            sandbox.files.put(path, content)
         except OSError as exc:
             return exc.strerror or str(exc)
         return None
@@ -193,7 +202,11 @@ class CodeInterpreter:
         if len(changed) > limit:
             notes.append(f"Note: only {limit} of the {len(changed)} files written were saved.")
         saved: list[tuple[str, str]] = []
-        for path in sorted(changed)[:limit]:
+        unnamed = [p for p in changed if not _printable(p)]
+        if unnamed:
+            notes.append(f"Note: {len(unnamed)} file(s) with names that are not UTF-8 text were"
+                         " not saved.")  # fmt: skip
+        for path in sorted(p for p in changed if _printable(p))[:limit]:
             content = sandbox.files.read(path, self._options.max_file_bytes)
             if content is None:
                 continue
@@ -253,6 +266,7 @@ class CodeInterpreter:
                 " it will be restarted on the next call (variables are gone, files written"
                 " before this call are kept).\n"
             )
+        logs = text_of(logs)
         details = _details([clip(logs, self._options.max_log_chars)] if logs else [], images)
         lines = [clip(logs, self._options.max_model_chars).rstrip("\n")] if logs else []
         if images:
@@ -260,9 +274,23 @@ class CodeInterpreter:
         if written:
             names = ", ".join(f"sandbox:/mnt/data/{path}" for path, _ in written)
             lines.append(f"Files written (link them as shown): {names}")
-        lines += notes
+        lines += [text_of(n) for n in notes]
         text = "\n".join(lines) if lines else "(the code ran and printed nothing)"
         return Answer(text, execution.timed_out or execution.lost, details)
+
+
+def text_of(text: str) -> str:
+    """Text Postgres can store: no NUL, no lone surrogates (both can come out of a cell)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _printable(path: str) -> bool:
+    """A file name that is valid UTF-8 (not surrogate-escaped bytes) and has no NUL."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in path
 
 
 def _details(logs: list[str], images: list[str]) -> dict[str, Any]:

@@ -155,6 +155,9 @@ class Sandbox:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
+        except OSError as exc:
+            os.close(info_read)
+            raise SandboxError(f"bubblewrap could not be started: {exc}") from exc
         finally:
             os.close(conn_read)
             os.close(info_write)

@@ -287,3 +287,22 @@ def test_scenario_48_the_handlers_snapshots_accumulate_the_code(
     assert isinstance(call, CodeInterpreterToolCall)
     logs = [o for o in call.code_interpreter.outputs if o.type == "logs"]
     assert "line 39 1521" in (logs[0].logs or "")
+
+
+def test_nul_characters_and_undecodable_file_names_do_not_stop_the_run(
+    client: OpenAI, model: ScriptedModelServer
+) -> None:
+    """Postgres stores neither NUL nor invalid UTF-8; a cell can produce both."""
+    assistant_id = code_assistant(client)
+    thread = client.beta.threads.create()
+    code = (
+        "open(b'/mnt/data/\\xffname.txt', 'wb').write(b'x')\n"
+        "open('/mnt/data/fine.txt', 'w').write('y')\n"
+        "print('nul:\\x00:end')\n"
+    )
+    done = run_code(client, model, assistant_id, thread.id, code, answer_on="nul:")
+    assert done.run.status == "completed", done.run.last_error
+    assert "nul:\ufffd:end" in done.logs
+    told = model.requests[-1]["messages"][-1]["content"]
+    assert "1 file(s) with names that are not UTF-8 text were not saved" in told
+    assert "sandbox:/mnt/data/fine.txt" in told
