@@ -52,6 +52,8 @@ def command(python: str, limits: Limits, conn_fd: int, info_fd: int, uid: int | 
         "--ro-bind-try", "/etc/fonts", "/etc/fonts",
         "--proc", "/proc", "--dev", "/dev",
     ]  # fmt: skip
+    # /tmp first: a tmpfs mounted after a bind beneath it (a venv in /tmp) would hide the bind.
+    argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     made: set[str] = set()
     for path in interpreter_paths(python):
         for parent in _ancestors(path):
@@ -60,7 +62,6 @@ def command(python: str, limits: Limits, conn_fd: int, info_fd: int, uid: int | 
                 argv += ["--perms", "0755", "--dir", parent]
         argv += ["--ro-bind", path, path]
     argv += [
-        "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
         "--perms", "1777", "--size", str(1 << 20), "--tmpfs", SOCKETS,
         "--perms", "0444", "--ro-bind-data", str(conn_fd), f"{SOCKETS}/kernel.json",
         "--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", DATA,
