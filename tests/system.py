@@ -167,3 +167,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+def partition_of(key: str) -> int:
+    """The partition the producers' default partitioner gives a key (a thread id)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitions = list(range(int(FAST_ENGINE["THREADBUS_PARTITIONS"])))
+    return int(DefaultPartitioner()(key.encode(), partitions, partitions))

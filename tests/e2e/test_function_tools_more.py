@@ -15,7 +15,7 @@ from services.core.embedded import free_port
 from tests.e2e.test_function_tools import call, function_tool, wait_for_handlers
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
-from tests.system import System, wait_until
+from tests.system import System, partition_of, wait_until
 
 
 @pytest.mark.slow
@@ -125,14 +125,23 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
         assistant = client.beta.assistants.create(
             model="gpt-4o", tools=[function_tool("slow_echo")]
         )  # type: ignore[list-item]
+        # Four threads on the partitions of each executor (a process may run several
+        # consumers, so which threads reach which process is chosen, not left to chance).
+        held = [_assignment(system.log(label)) for label in ("tool_executor", "tool-executor-2")]
+        threads: list[list[str]] = [[], []]
+        while min(len(t) for t in threads) < 4:
+            thread_id = client.beta.threads.create().id
+            for index, partitions in enumerate(held):
+                if str(partition_of(thread_id)) in partitions and len(threads[index]) < 4:
+                    threads[index].append(thread_id)
         runs = []
-        for _i in range(8):
+        for thread_id in threads[0] + threads[1]:
             marker = f"scale-{uuid.uuid4().hex[:8]}"
             model.script(marker, tool_calls=[call("slow_echo", text=f"part {j}", seconds=0.4)
                                              for j in range(2)])  # fmt: skip
-            thread = client.beta.threads.create(messages=[{"role": "user", "content": marker}])
+            client.beta.threads.messages.create(thread_id, role="user", content=marker)
             runs.append(
-                client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+                client.beta.threads.runs.create(thread_id=thread_id, assistant_id=assistant.id)
             )
         for run in runs:
             final = client.beta.threads.runs.poll(
@@ -164,10 +173,13 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
 
 
 def _assignment(log: str) -> set[str]:
-    """The partitions of the last assignment a consumer logged."""
-    lines = [line for line in log.splitlines() if "threadbus.tool_calls" in line
-             and "assigned to partitions" in line]  # fmt: skip
-    return set(re.findall(r"partition=(\d+)", lines[-1])) if lines else set()
+    """The partitions a process holds: the last assignment each of its consumers logged."""
+    latest: dict[str, str] = {}
+    for line in log.splitlines():
+        found = re.search(r"Consumer (\S+) assigned to partitions: (.*)", line)
+        if found and ("threadbus.tool_calls" in line or found.group(2) == "()"):
+            latest[found.group(1)] = found.group(2)
+    return {p for held in latest.values() for p in re.findall(r"partition=(\d+)", held)}
 
 
 def _split(system: System, *labels: str) -> bool:

@@ -19,19 +19,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 from openai import OpenAI
 
 from tests.e2e.code_interpreter_runs import CodeRun, code_assistant, run_code
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import FAST_ENGINE, System
-
-PARTITIONS = list(range(int(FAST_ENGINE["THREADBUS_PARTITIONS"])))
-
-
-def partition_of(thread_id: str) -> int:
-    """The partition of the thread's tool calls (keyed by thread id, default partitioner)."""
-    return int(DefaultPartitioner()(thread_id.encode(), PARTITIONS, PARTITIONS))
+from tests.system import System, partition_of
 
 
 @dataclass
