@@ -71,6 +71,34 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+class CappedText:
+    """Appended text kept up to `limit` characters: the first half and the latest half."""
+
+    def __init__(self, limit: int):
+        self._half = max(1, limit // 2)
+        self._head = ""
+        self._tail = ""
+        self._dropped = 0
+
+    def append(self, text: str) -> None:
+        """Add text; what falls between the head and the tail is counted, not kept."""
+        if len(self._head) < self._half:
+            room = self._half - len(self._head)
+            self._head += text[:room]
+            text = text[room:]
+        self._tail += text
+        if len(self._tail) > self._half:
+            self._dropped += len(self._tail) - self._half
+            self._tail = self._tail[-self._half :]
+
+    def text(self) -> str:
+        """The kept text, with the amount left out said where it was."""
+        if not self._dropped:
+            return self._head + self._tail
+        gap = f"\n[... {self._dropped} characters of output left out ...]\n"
+        return self._head + gap + self._tail
+
+
 def _read_info(fd: int) -> dict[str, Any] | None:
     """bubblewrap's `--info-fd` JSON, which may arrive in several writes; None at EOF first."""
     raw = b""
@@ -195,11 +223,23 @@ class Sandbox:
             raise
         return sandbox
 
-    async def execute(self, code: str, *, seconds: float, grace: float = 3.0) -> Execution:
-        """Run one cell; a cell over `seconds` is interrupted, one that ignores that is killed."""
+    async def execute(
+        self,
+        code: str,
+        *,
+        seconds: float,
+        grace: float = 3.0,
+        max_log_chars: int = 1_000_000,
+        max_images: int = 50,
+    ) -> Execution:
+        """Run one cell; a cell over `seconds` is interrupted, one that ignores that is killed.
+
+        What the cell prints is kept up to `max_log_chars` (its start and its end) and at most
+        `max_images` images, so a cell that floods its output cannot exhaust the executor.
+        """
         self.last_used = time.monotonic()
         result = Execution()
-        logs: list[str] = []
+        logs = CappedText(max_log_chars)
         msg_id = self._client.execute(code, store_history=True, allow_stdin=False)
         deadline = time.monotonic() + seconds
         interrupted_at: float | None = None
@@ -231,7 +271,8 @@ class Sandbox:
                 elif kind in ("execute_result", "display_data"):
                     data = content.get("data", {})
                     if "image/png" in data:
-                        result.images.append(base64.b64decode(data["image/png"]))
+                        if len(result.images) < max_images:
+                            result.images.append(base64.b64decode(data["image/png"]))
                     elif "text/plain" in data:
                         logs.append(str(data["text/plain"]) + "\n")
                 elif kind == "error":
@@ -239,7 +280,7 @@ class Sandbox:
                     logs.append(ANSI.sub("", "\n".join(content.get("traceback", []))) + "\n")
         finally:
             self.last_used = time.monotonic()
-        result.logs = "".join(logs)
+        result.logs = logs.text()
         if not result.lost:
             await self.reap()
         return result

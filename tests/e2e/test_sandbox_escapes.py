@@ -339,3 +339,19 @@ def test_no_process_outlives_its_cell(attack: Attack) -> None:
     assert f"sleep {marker}" not in after.logs
     host = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
     assert host.stdout.strip() == ""
+
+
+def test_an_output_flood_is_capped(attack: Attack, system: System) -> None:
+    """A cell printing as fast as it can: the executor keeps a bounded part of it. How the
+    cell ends depends on the machine: interrupted at the time limit, or stopped by the
+    kernel's own memory limit (its output buffer), as on the machine this was written on."""
+    proc = system.services["tool_executor"].proc
+    assert proc is not None
+    done = attack.run("while True:\n    print('x' * 10_000)", "characters left out")
+    assert "characters left out" in done.logs
+    assert len(done.logs) < 40_000  # what the step keeps
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    rss_kib = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+    assert rss_kib < 1_000_000  # the executor did not keep the flood
+    after = attack.run("print('still', 'here')", "still here")
+    assert "still here" in after.logs
