@@ -10,6 +10,7 @@ from schemas.events import ExecuteToolCall
 from schemas.runs import Run, RunStatus, RunStep
 from schemas.threads import Message
 from services.core import outbox, runstate
+from services.core.errors import NotFound
 from services.core.ids import new_id
 from services.core.model import Completion, ModelFailure
 from services.core.runstate import Lease, LeaseLost
@@ -77,13 +78,17 @@ async def resume(conn: asyncpg.Connection, run: Run, cause: str) -> list[ToolCal
     return []
 
 
-async def open_reply(conn: asyncpg.Connection, run: Run) -> tuple[RunStep, Message] | None:
-    """The reply an earlier attempt at this run opened and did not finish, if any."""
+async def open_reply(conn: asyncpg.Connection, run: Run) -> tuple[RunStep, Message | None] | None:
+    """The reply an earlier attempt at this run opened and did not finish, if any (its message
+    is None when somebody deleted it meanwhile)."""
     step = await steps.current(conn, run.id)
     if step is None or step.step_details.type != "message_creation":
         return None
     message_id = step.step_details.message_creation.message_id
-    return step, await messages.get(conn, run.thread_id, message_id)
+    try:
+        return step, await messages.get(conn, run.thread_id, message_id)
+    except NotFound:
+        return step, None
 
 
 async def dispatch(conn: asyncpg.Connection, calls: list[ToolCallRow]) -> None:
@@ -254,7 +259,8 @@ async def expire(conn: asyncpg.Connection, run_id: str, thread_id: str) -> bool:
             content=[],
             incomplete_reason="run_expired",
         )
-        await outbox.emit(conn, "thread.message.incomplete", thread_id, reply, cause)
+        if reply is not None:  # None: the reply was deleted while the run wrote it
+            await outbox.emit(conn, "thread.message.incomplete", thread_id, reply, cause)
     if step is not None:
         closed = await steps.close(conn, step.id, "expired")
         await outbox.emit(conn, "thread.run.step.expired", thread_id, closed, cause)

@@ -34,7 +34,11 @@ class ReplyWriter:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, lease: Lease, run: Run, existing: tuple[RunStep, Message] | None
+        self,
+        pool: asyncpg.Pool,
+        lease: Lease,
+        run: Run,
+        existing: tuple[RunStep, Message | None] | None,
     ):
         self._pool = pool
         self._lease = lease
@@ -51,8 +55,8 @@ class ReplyWriter:
 
     @property
     def opened(self) -> bool:
-        """The reply's step and message exist."""
-        return self.message is not None
+        """The reply's step exists (its message too, unless somebody deleted it)."""
+        return self.step is not None
 
     async def on_text(self, fragment: str) -> None:
         """A fragment of the model's answer (the first one opens the reply, in one transaction)."""
@@ -118,7 +122,6 @@ class ReplyWriter:
     ) -> None:
         """Flush, then complete (or cut short) the message and complete its step."""
         await self.open_in(conn)
-        assert self.message is not None
         assert self.step is not None
         await self.flush_in(conn)
         cited = citations.annotations(text, await citations.results_of(conn, self._run.id))
@@ -127,17 +130,24 @@ class ReplyWriter:
             cited = sorted(
                 cited + citations.file_paths(text, written), key=lambda a: a["start_index"]
             )
-        if cited:
-            await self._emit_annotations(conn, cited)
-        done = await messages.finish(
-            conn,
-            self.message.id,
-            content=self._images + text_content(text, cited),
-            incomplete_reason=incomplete_reason,
-        )
-        closed = await steps.close(conn, self.step.id, "completed", usage=usage)
+        done = None
+        if self.message is not None:
+            done = await messages.finish(
+                conn,
+                self.message.id,
+                content=self._images + text_content(text, cited),
+                incomplete_reason=incomplete_reason,
+            )
+        # done is None: the reply was deleted while the run wrote it. The run goes on; its
+        # text is not kept, and the step still completes (naming the deleted message).
         cause = self._lease.cause
-        await outbox.emit(conn, f"thread.message.{done.status}", self._run.thread_id, done, cause)
+        if done is not None:
+            if cited:
+                await self._emit_annotations(conn, cited)
+            await outbox.emit(
+                conn, f"thread.message.{done.status}", self._run.thread_id, done, cause
+            )
+        closed = await steps.close(conn, self.step.id, "completed", usage=usage)
         await outbox.emit(conn, "thread.run.step.completed", self._run.thread_id, closed, cause)
 
     async def _emit_annotations(
@@ -167,6 +177,7 @@ class ReplyWriter:
             content=self._images + text_content(self.text),
             incomplete_reason=reason,
         )
-        await outbox.emit(
-            conn, "thread.message.incomplete", self._run.thread_id, done, self._lease.cause
-        )
+        if done is not None:
+            await outbox.emit(
+                conn, "thread.message.incomplete", self._run.thread_id, done, self._lease.cause
+            )

@@ -126,8 +126,8 @@ async def finish(
     *,
     content: list[dict[str, Any]],
     incomplete_reason: str | None = None,
-) -> Message:
-    """Close a reply: `completed`, or `incomplete` with the reason."""
+) -> Message | None:
+    """Close a reply: `completed`, or `incomplete` with the reason; None if it was deleted."""
     if incomplete_reason is None:
         sql = "status = 'completed', completed_at = epoch_now(), incomplete_details = NULL"
         args: list[Any] = [message_id, content]
@@ -137,5 +137,4 @@ async def finish(
     row = await conn.fetchrow(
         f"UPDATE messages SET content = $2, {sql} WHERE id = $1 RETURNING *", *args
     )
-    assert row is not None
-    return render(dict(row))
+    return render(dict(row)) if row is not None else None
