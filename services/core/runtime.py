@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -27,9 +27,18 @@ class Runtime:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     relay: Relay
+    owners: list["TaskOwner"] = field(default_factory=list)
+
+    def task_owner(self) -> "TaskOwner":
+        """A TaskOwner for the service's background loops, watched by the readiness probe."""
+        owner = TaskOwner()
+        self.owners.append(owner)
+        return owner
 
     async def ready(self) -> bool:
-        """Postgres answers, the producer knows the cluster, and the outbox relay runs."""
+        """Postgres answers, the producer knows the cluster, and every background loop runs."""
+        if not all(owner.alive for owner in self.owners):
+            return False
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
@@ -45,6 +54,11 @@ class TaskOwner:
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def alive(self) -> bool:
+        """No loop has ended (a loop ends only by dying, until `stop`)."""
+        return not any(task.done() for task in self._tasks)
+
     def start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run `coro` until the owner stops; a loop that dies is logged loudly."""
         task = asyncio.create_task(coro, name=name)
@@ -55,9 +69,8 @@ class TaskOwner:
         """Cancel every loop and wait for it."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A loop that died was reported when it did; its error must not break the shutdown.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
 
@@ -73,6 +86,8 @@ async def periodic(seconds: float, action: Callable[[], Awaitable[None]], name: 
             await action()
         except (*db.ERRORS, KafkaError) as exc:
             log.warning("%s failed: %s", name, exc)
+        except Exception:  # whatever else: logged with its traceback, and the loop goes on
+            log.exception("%s failed", name)
         await asyncio.sleep(seconds)
 
 
@@ -84,7 +99,7 @@ async def open_runtime(settings: CoreSettings, *, health: bool = True) -> AsyncI
     await producer.start()
     relay = Relay(settings.database_url, producer)
     runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay)
-    owner = TaskOwner()
+    owner = runtime.task_owner()
     owner.start(relay.run(), "outbox relay")
     probes = HealthServer(settings.health_port, runtime.ready) if health else None
     if probes is not None:

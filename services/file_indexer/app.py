@@ -10,7 +10,7 @@ from faststream import ContextRepo, FastStream
 from services.core import bus
 from services.core.blobs import open_store
 from services.core.embeddings import open_embedder
-from services.core.runtime import TaskOwner, open_runtime
+from services.core.runtime import open_runtime
 from services.file_indexer.handlers import router
 from services.file_indexer.indexer import Indexer
 from services.file_indexer.settings import Settings
@@ -29,7 +29,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         indexer = Indexer(runtime.pool, open_store(settings, runtime.pool), embedder, settings,
                           owner)  # fmt: skip
         context.set_global("indexer", indexer)
-        loops = TaskOwner()
+        loops = runtime.task_owner()
         loops.start(indexer.pull(), "pull files")
         try:
             yield

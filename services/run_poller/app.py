@@ -9,7 +9,7 @@ from faststream import ContextRepo, FastStream
 
 from services.core import bus
 from services.core.model import ModelClient
-from services.core.runtime import TaskOwner, open_runtime, periodic
+from services.core.runtime import open_runtime, periodic
 from services.run_poller.engine import Engine
 from services.run_poller.handlers import router
 from services.run_poller.settings import Settings
@@ -35,7 +35,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         engine = Engine(runtime.pool, model, settings, owner_id)
         context.set_global("engine", engine)
         context.set_global("runtime", runtime)
-        loops = TaskOwner()
+        loops = runtime.task_owner()
         loops.start(periodic(settings.sweep_interval_seconds, engine.sweep, "sweep"), "sweeper")
         loops.start(engine.listen_for_cancels(), "cancel listener")
         try:

@@ -64,26 +64,32 @@ class Engine:
                 list(ACTIVE_STATUSES),
             )
             for row in overdue:
-                async with conn.transaction():
-                    await records.lock_thread(conn, row["thread_id"])
-                    if await records.expire(conn, row["id"], row["thread_id"]):
-                        log.info("run %s expired", row["id"])
-                        await runs.start_pending(
-                            conn, row["thread_id"], self._settings.run_expires_seconds
-                        )
+                try:
+                    async with conn.transaction():
+                        await records.lock_thread(conn, row["thread_id"])
+                        if await records.expire(conn, row["id"], row["thread_id"]):
+                            log.info("run %s expired", row["id"])
+                            await runs.start_pending(
+                                conn, row["thread_id"], self._settings.run_expires_seconds
+                            )
+                except Exception:  # one bad run must not stop the sweep of the others
+                    log.exception("expiring run %s failed", row["id"])
             orphans = await conn.fetch(
                 "SELECT id, thread_id, coalesce(cause_event_id, id) AS cause FROM runs"
                 " WHERE status = 'cancelling'"
                 " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
             )
             for row in orphans:
-                async with conn.transaction():
-                    await records.lock_thread(conn, row["thread_id"])
-                    with contextlib.suppress(LeaseLost):
-                        await cancel.finish(
-                            conn, row["id"], row["thread_id"], row["cause"],
-                            expires_seconds=self._settings.run_expires_seconds,
-                        )  # fmt: skip
+                try:
+                    async with conn.transaction():
+                        await records.lock_thread(conn, row["thread_id"])
+                        with contextlib.suppress(LeaseLost):
+                            await cancel.finish(
+                                conn, row["id"], row["thread_id"], row["cause"],
+                                expires_seconds=self._settings.run_expires_seconds,
+                            )  # fmt: skip
+                except Exception:
+                    log.exception("finishing the cancel of run %s failed", row["id"])
             stale = await conn.fetch(
                 "SELECT id FROM runs WHERE (status = 'queued'"
                 " AND updated_at < now() - make_interval(secs => $1))"
@@ -92,13 +98,17 @@ class Engine:
                 float(self._settings.wakeup_grace_seconds),
             )
         for row in stale:
-            if await self.offer(row["id"]):
-                log.info("re-driving run %s", row["id"])
+            try:
+                if await self.offer(row["id"]):
+                    log.info("re-driving run %s", row["id"])
+            except Exception:
+                log.exception("re-driving run %s failed", row["id"])
 
     async def shutdown(self, grace: float) -> None:
-        """Let runs in flight finish for `grace` seconds, then cancel the rest.
+        """Let runs in flight finish for `grace` seconds, then stop the rest and hand them back.
 
-        A cancelled run keeps its lease until it expires; another run-poller then takes it over.
+        A stopped run's lease is released and a wake-up queued in one transaction, so another
+        run-poller takes it over at once instead of when the lease would have expired.
         """
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=grace)
@@ -106,6 +116,28 @@ class Engine:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        # Shielded: a shutdown that is itself being cancelled still hands the runs back.
+        await asyncio.shield(self._hand_back())
+
+    async def _hand_back(self) -> None:
+        """Release this process's leases and queue wake-ups, in one transaction."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                handed = await conn.fetch(
+                    "UPDATE runs SET lease_owner = NULL, lease_token = NULL,"
+                    " lease_expires_at = now(), updated_at = now()"
+                    " WHERE lease_owner = $1 AND status = ANY($2::text[])"
+                    " RETURNING id, thread_id",
+                    self._owner,
+                    list(ACTIVE_STATUSES),
+                )
+                for row in handed:
+                    await runs.wake(conn, row["id"], row["thread_id"])
+        except Exception:  # the leases then expire as after a crash
+            log.exception("could not hand runs back at shutdown (their leases expire)")
+            return
+        if handed:
+            log.info("handed %d run(s) back: %s", len(handed), ", ".join(r["id"] for r in handed))
 
     def stop(self, run_id: str) -> None:
         """A cancel was requested: stop driving the run (the model stream is closed)."""

@@ -14,7 +14,7 @@ from faststream import ContextRepo, FastStream
 from services.core import bus
 from services.core.blobs import open_store
 from services.core.embeddings import open_embedder
-from services.core.runtime import TaskOwner, open_runtime, periodic
+from services.core.runtime import open_runtime, periodic
 from services.tool_executor.bwrap import Limits
 from services.tool_executor.code_interpreter import CodeInterpreter, Options
 from services.tool_executor.executor import BuiltinTool, Executor
@@ -65,7 +65,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         }
         executor = Executor(runtime.pool, handlers, owner, builtins)
         context.set_global("executor", executor)
-        loops = TaskOwner()
+        loops = runtime.task_owner()
         loops.start(periodic(settings.heartbeat_seconds, executor.advertise, "advertise"), "ads")
         if sessions is not None:
             sessions.top_up()

@@ -1,5 +1,7 @@
 """Fault: the run-poller dies (SIGKILL) while the model is answering; the run still ends once."""
 
+import time
+
 import asyncpg
 import pytest
 from openai import OpenAI
@@ -57,3 +59,44 @@ async def test_run_poller_killed_mid_answer(
     assert [e["data"]["id"] for e in completed] == [run.id]
     finals = [e for e in tap.events(thread.id) if e["type"] == "thread.message.completed"]
     assert len(finals) == 1
+
+
+@pytest.mark.slow
+def test_a_run_poller_stopping_hands_its_runs_over_at_once(
+    client: OpenAI, model: ScriptedModelServer, system: System
+) -> None:
+    """SIGTERM a run-poller mid-answer: after its 10 s grace it releases the run's lease and
+    wakes another run-poller, which finishes the run long before the 30 s lease would end."""
+    long_lease = {"THREADBUS_LEASE_SECONDS": "30"}
+    first = system.spawn("run_poller", label="poller-a", **long_lease)
+    second = system.spawn("run_poller", label="poller-b", **long_lease)
+    system.services["run_poller"].stop()
+    try:
+        wait_until(lambda: all("started successfully" in system.log(label)
+                               for label in ("poller-a", "poller-b")), timeout=90)  # fmt: skip
+        words = " ".join(f"w{i}" for i in range(400))
+        model.script("hand me over", reply=words, chunk_delay_s=0.1, times=1)  # 40 s of tokens
+        assistant = client.beta.assistants.create(model="gpt-4o")
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "hand me over"}])
+        run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+        owner = wait_until(lambda: system.sql(
+            "SELECT lease_owner FROM runs WHERE id = $1 AND lease_owner IS NOT NULL"
+            " AND EXISTS (SELECT 1 FROM messages WHERE run_id = $1)", run.id),
+            timeout=30)  # fmt: skip
+        pid = int(owner[0]["lease_owner"].rsplit(":", 1)[1])
+        holder, other = (first, second) if first.proc and first.proc.pid == pid else (second, first)
+        assert holder.proc is not None
+        assert holder.proc.pid == pid
+        model.script("hand me over", reply="Finished by the other one.")
+        stopped_at = time.monotonic()
+        holder.stop()  # SIGTERM: grace, then hand back
+        final = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
+        took = time.monotonic() - stopped_at
+        assert final.status == "completed", final.last_error
+        assert took < 20, f"took {took:.1f} s: the lease was waited out"
+        assert other.alive
+        assert "handed 1 run(s) back" in system.log("poller-a" if holder is first else "poller-b")
+    finally:
+        for label in ("poller-a", "poller-b"):
+            system.services[label].stop()
+        system.spawn("run_poller")
