@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -281,13 +282,33 @@ class Engine:
             return
         if completion_left is not None:
             request[self._settings.model_max_tokens_param] = completion_left
+        # The whole call, not each read, is bounded by the run's expiry: a model that keeps
+        # streaming cannot hold the run (and its thread) past expires_at.
+        left = None if run.expires_at is None else max(0.0, run.expires_at - time.time())
+        deadline = asyncio.timeout(left)
         try:
-            completion = await self._model.complete(request, on_delta=writer.on_text)
+            async with deadline:
+                completion = await self._model.complete(request, on_delta=writer.on_text)
         except ModelFailure as failure:
             await self._fail(lease, failure, writer)
             return
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            await self._expire(lease, writer)
+            return
         cut_off = completion_left is not None and completion.finish_reason == "length"
         await self._record(lease, completion, writer, cut_off=cut_off)
+
+    async def _expire(self, lease: Lease, writer: ReplyWriter) -> None:
+        """The run reached expires_at while the model answered: expired, its reply cut short
+        (`incomplete`, with the text written so far)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await records.lock_thread(conn, lease.thread_id)
+            await writer.abandon_in(conn, "run_expired")
+            if await records.expire(conn, lease.run_id, lease.thread_id):
+                log.info("run %s expired while the model was answering", lease.run_id)
+                await runs.start_pending(conn, lease.thread_id, self._settings.run_expires_seconds)
 
     async def _record(
         self, lease: Lease, completion: Completion, writer: ReplyWriter, *, cut_off: bool

@@ -7,11 +7,12 @@ import asyncpg
 import httpx
 from openai import OpenAI
 
+from services.core.embedded import free_port
 from tests.e2e.test_streaming import BETA
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
 from tests.sse import read_all
-from tests.system import System, wait_until
+from tests.system import System, answers, wait_until
 
 
 async def test_the_relay_survives_its_connection_being_killed(
@@ -84,3 +85,38 @@ def test_updating_without_metadata_keeps_it(client: OpenAI, model: ScriptedModel
     client.beta.threads.messages.update(message.id, thread_id=thread.id, metadata={"m": "1"})
     kept = client.beta.threads.messages.update(message.id, thread_id=thread.id)
     assert kept.metadata == {"m": "1"}
+
+
+def test_a_model_that_keeps_streaming_cannot_hold_a_run_past_expires_at(
+    model: ScriptedModelServer, system: System
+) -> None:
+    """The model streams for 30 s; runs of this API expire after 4 s. The run ends `expired`
+    at its expiry, its reply `incomplete` with what was written, and the thread moves on."""
+    port = free_port()
+    api = system.spawn("api", label="api-short-runs", THREADBUS_API_PORT=str(port),
+                       THREADBUS_RUN_EXPIRES_SECONDS="4")  # fmt: skip
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        words = " ".join(f"w{i}" for i in range(300))
+        model.script("stream for ever", reply=words, chunk_delay_s=0.1)
+        assistant = client.beta.assistants.create(model="gpt-4o")
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": "stream for ever"}]
+        )
+        started = time.monotonic()
+        run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+        final = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
+        took = time.monotonic() - started
+        assert final.status == "expired"
+        assert took < 10, f"the run outlived its expiry by {took - 4:.1f} s"
+        reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
+        assert reply.status == "incomplete"
+        assert reply.incomplete_details is not None
+        assert reply.incomplete_details.reason == "run_expired"
+        assert reply.content[0].type == "text"
+        assert reply.content[0].text.value.startswith("w0 w1")  # what was written is kept
+        model.script("after expiry", reply="Back.")
+        client.beta.threads.messages.create(thread.id, role="user", content="after expiry")
+    finally:
+        api.stop()

@@ -127,7 +127,8 @@ async def finish(
     content: list[dict[str, Any]],
     incomplete_reason: str | None = None,
 ) -> Message | None:
-    """Close a reply: `completed`, or `incomplete` with the reason; None if it was deleted."""
+    """Close a reply: `completed`, or `incomplete` with the reason; None if it was deleted (or
+    closed already)."""
     if incomplete_reason is None:
         sql = "status = 'completed', completed_at = epoch_now(), incomplete_details = NULL"
         args: list[Any] = [message_id, content]
@@ -135,6 +136,8 @@ async def finish(
         sql = "status = 'incomplete', incomplete_at = epoch_now(), incomplete_details = $3"
         args = [message_id, content, {"reason": incomplete_reason}]
     row = await conn.fetchrow(
-        f"UPDATE messages SET content = $2, {sql} WHERE id = $1 RETURNING *", *args
+        f"UPDATE messages SET content = $2, {sql} WHERE id = $1 AND status = 'in_progress'"
+        " RETURNING *",
+        *args,
     )
     return render(dict(row)) if row is not None else None
