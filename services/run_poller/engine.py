@@ -68,11 +68,7 @@ class Engine:
                 try:
                     async with conn.transaction():
                         await records.lock_thread(conn, row["thread_id"])
-                        if await records.expire(conn, row["id"], row["thread_id"]):
-                            log.info("run %s expired", row["id"])
-                            await runs.start_pending(
-                                conn, row["thread_id"], self._settings.run_expires_seconds
-                            )
+                        await self._expire_in(conn, row["id"], row["thread_id"])
                 except Exception:  # one bad run must not stop the sweep of the others
                     log.exception("expiring run %s failed", row["id"])
             orphans = await conn.fetch(
@@ -306,9 +302,13 @@ class Engine:
         async with self._pool.acquire() as conn, conn.transaction():
             await records.lock_thread(conn, lease.thread_id)
             await writer.abandon_in(conn, "run_expired")
-            if await records.expire(conn, lease.run_id, lease.thread_id):
-                log.info("run %s expired while the model was answering", lease.run_id)
-                await runs.start_pending(conn, lease.thread_id, self._settings.run_expires_seconds)
+            await self._expire_in(conn, lease.run_id, lease.thread_id)
+
+    async def _expire_in(self, conn: asyncpg.Connection, run_id: str, thread_id: str) -> None:
+        """Expire the run (thread locked by the caller) and start the thread's next run."""
+        if await records.expire(conn, run_id, thread_id):
+            log.info("run %s expired", run_id)
+            await runs.start_pending(conn, thread_id, self._settings.run_expires_seconds)
 
     async def _record(
         self, lease: Lease, completion: Completion, writer: ReplyWriter, *, cut_off: bool

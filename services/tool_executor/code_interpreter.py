@@ -96,11 +96,10 @@ class CodeInterpreter:
         """Run the call's code in the thread's kernel; every failure is text the model reads."""
         code = toolcalls.code_of(order.arguments)
         if self._sessions is None:
-            text = f"Error: the code interpreter is not available here: {self._unavailable}"
-            return Answer(text, True, _details([f"{text}\n"], []))
+            unavailable = f"the code interpreter is not available here: {self._unavailable}"
+            return _failure(f"Error: {unavailable}")
         if not code.strip():
-            text = 'Error: code_interpreter needs {"code": "<Python source>"}.'
-            return Answer(text, True, _details([f"{text}\n"], []))
+            return _failure('Error: code_interpreter needs {"code": "<Python source>"}.')
         async with self._sessions.lock(order.thread_id):
             return await self._run(order, code, self._sessions)
 
@@ -110,8 +109,7 @@ class CodeInterpreter:
             sandbox, fresh = await sessions.get(order.thread_id)
         except SandboxError as exc:
             log.error("no kernel for thread %s: %s", order.thread_id, exc)
-            text = f"Error: the Python session could not start: {exc}"
-            return Answer(text, True, _details([f"{text}\n"], []))
+            return _failure(f"Error: the Python session could not start: {exc}")
         if fresh and await self._had_session(order):
             notes.append(
                 "Note: this is a new Python session (the previous one ended), so variables"
@@ -291,6 +289,11 @@ def _printable(path: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in path
+
+
+def _failure(text: str) -> Answer:
+    """A call that did not run: the model reads `text`, and the step shows it as the logs."""
+    return Answer(text, True, _details([f"{text}\n"], []))
 
 
 def _details(logs: list[str], images: list[str]) -> dict[str, Any]:
