@@ -189,6 +189,22 @@ class ErrorEvent(OutboundBase):
     data: ErrorData
 
 
+class DroppedData(BaseModel):
+    """Which event the broker refused."""
+
+    event_id: str | None = Field(description="Id of the event that was not delivered.")
+    type: str | None = Field(description="Its type, e.g. `thread.run.completed`.")
+    reason: str
+
+
+class DroppedEvent(OutboundBase):
+    """An event was too large for the broker; it is kept in `outbox_dead`, and this takes its
+    place (same key, same `runid`), so that a stream waiting for it ends with an error."""
+
+    type: Literal["threadbus.event.dropped"]
+    data: DroppedData
+
+
 OutboundEvent = Annotated[
     ThreadEvent
     | RunEvent
@@ -196,7 +212,8 @@ OutboundEvent = Annotated[
     | MessageEvent
     | DeltaEvent
     | VectorStoreFileEvent
-    | ErrorEvent,
+    | ErrorEvent
+    | DroppedEvent,
     Field(discriminator="type"),
 ]
 OUTBOUND: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
@@ -257,11 +274,17 @@ class IndexFile(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """An inbound event that could not be accepted (`threadbus.dlq`), with the reason."""
+    """A record that could not be handled (`threadbus.dlq`), with the reason."""
 
     id: str = Field(description="Unique id of this DLQ entry.")
-    reason: str = Field(description="Why the event was rejected.")
-    event_id: str | None = Field(description="The rejected event's id, if it had one.")
+    reason: str = Field(description="Why the record was rejected.")
+    event_id: str | None = Field(description="The rejected record's event id, if it had one.")
+    consumer: str | None = Field(
+        default=None, description="The consumer group that gave up on the record."
+    )
+    attempts: int | None = Field(
+        default=None, description="How many times it was handled before it was given up."
+    )
     topic: str
     partition: int | None = None
     offset: int | None = None

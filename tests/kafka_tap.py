@@ -42,13 +42,13 @@ class KafkaTap:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def publish(self, value: dict[str, Any] | bytes, key: str | None) -> None:
-        """Send one record to `threadbus.inbound` and wait for the broker's ack."""
+    def publish(
+        self, value: dict[str, Any] | bytes, key: str | None, topic: str = topics.INBOUND
+    ) -> None:
+        """Send one record (to `threadbus.inbound` unless told) and wait for the broker's ack."""
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         assert self._producer is not None
-        self._call(
-            self._producer.send_and_wait(topics.INBOUND, raw, key=key.encode() if key else None)
-        )
+        self._call(self._producer.send_and_wait(topic, raw, key=key.encode() if key else None))
 
     def events(self, subject: str | None = None) -> list[dict[str, Any]]:
         """Outbound events seen so far, optionally only one thread's."""
@@ -88,7 +88,7 @@ class KafkaTap:
                     self._ready.set()
                 for records in batch.values():
                     with self._lock:
-                        self._records += [(r.topic, json.loads(r.value)) for r in records]
+                        self._records += [(r.topic, _decoded(r.value)) for r in records]
         finally:
             await consumer.stop()
 
@@ -97,6 +97,15 @@ class KafkaTap:
             await self._consumer_task
         if self._producer is not None:
             await self._producer.stop()
+
+
+def _decoded(value: bytes) -> dict[str, Any]:
+    """A record's JSON object; a test may publish other bytes, kept as `{"undecodable": ...}`."""
+    try:
+        decoded = json.loads(value)
+    except (ValueError, RecursionError):
+        decoded = None
+    return decoded if isinstance(decoded, dict) else {"undecodable": value[:200]}
 
 
 def user_message(thread_id: str, assistant_id: str, content: str, **data: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 import asyncpg
@@ -22,7 +23,7 @@ from starlette.responses import Response
 from schemas import topics
 from schemas.runs import Run
 from services.api.routes import out
-from services.core.outbox import OUTBOX_ID_HEADER, high_water
+from services.core.outbox import DROPPED, OUTBOX_ID_HEADER, high_water
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class RunStream:
         ends once the partition stays quiet and the run is over.
         """
         quiet = 0.0
+        seen: set[str] = set()
         try:
             while True:
                 batch = await self._consumer.getmany(timeout_ms=int(IDLE_SECONDS * 1000))
@@ -122,10 +124,21 @@ class RunStream:
                 quiet = 0.0
                 for records in batch.values():
                     for record in records:
-                        event = json.loads(record.value)
-                        if event.get("runid") != run_id or event["type"] == "error":
+                        event = _decode(record.value)
+                        if event is None or event.get("runid") != run_id:
                             continue
+                        if event["id"] in seen or event["type"] == "error":
+                            continue  # a duplicate (delivery is at-least-once)
                         if after_outbox_id and _outbox_id(record.headers) <= after_outbox_id:
+                            continue
+                        seen.add(event["id"])
+                        if event["type"] == DROPPED:
+                            if event["data"].get("type") in ENDS_STREAM:
+                                yield error_frame(
+                                    "The run's last event was too large to stream;"
+                                    " retrieve the run for its result."
+                                )
+                                return
                             continue
                         data = json.dumps(event["data"], separators=(",", ":"))
                         yield (
@@ -142,10 +155,26 @@ class RunStream:
             await self.close()
 
 
+def _decode(value: bytes | None) -> dict[str, Any] | None:
+    """An event of the topic, or None for a record that is not one (never breaks a stream)."""
+    try:
+        event = json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+        return None
+    if not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
+        return None
+    return event
+
+
 def _outbox_id(headers: Sequence[tuple[str, bytes]]) -> int:
     for name, value in headers:
         if name == OUTBOX_ID_HEADER:
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                return 0
     return 0
 
 

@@ -1,16 +1,15 @@
 """Kafka with safe defaults: producers, FastStream brokers, subscriber options, topics."""
 
 import asyncio
-import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
 
 from schemas import topics
 
@@ -49,37 +48,13 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
     )
 
 
-REDELIVERY_DELAY_SECONDS = 1.0
-
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-def redeliver_on_failure(handler: Handler) -> Handler:
-    """A handler that raises gets its record again, a second later (never lost, never hot).
-
-    Handlers turn bad input into DLQ entries or error outputs themselves; what reaches here is
-    a lost database or broker (or a bug): the record is not committed, and the pause keeps a
-    persistent failure from spinning.
-    """
-
-    @functools.wraps(handler)
-    async def guarded(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await handler(*args, **kwargs)
-        except Exception:
-            log.exception("%s failed; the record will be delivered again", handler.__name__)
-            await asyncio.sleep(REDELIVERY_DELAY_SECONDS)
-            raise
-
-    return guarded  # type: ignore[return-value]
-
-
 def subscriber_options(group_id: str) -> dict[str, Any]:
     """Explicit, at-least-once consumer settings for every subscriber.
 
-    Commit only after the handler returned, and seek back when it raised (NACK_ON_ERROR; pair
-    it with `redeliver_on_failure`), start from the earliest offset for a new group, and allow
-    a long poll interval because a handler never holds long work.
+    Commit only after the handler returned, and seek back when it raised (NACK_ON_ERROR; the
+    handler goes through `consuming.Consumer`, which pauses first and bounds the attempts),
+    start from the earliest offset for a new group, and allow a long poll interval because a
+    handler never holds long work.
     """
     return {
         "group_id": group_id,
@@ -89,7 +64,17 @@ def subscriber_options(group_id: str) -> dict[str, Any]:
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 3_000,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "decoder": _raw_body,
     }
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    """No decoding by FastStream: `consuming.Consumer` decodes, and dead-letters what fails.
+
+    (FastStream's own JSON decoding raises on deeply nested input before any handler runs,
+    and the record would come back for ever.)
+    """
+    return message.body
 
 
 async def create_topics(bootstrap: str, partitions: int, *, attempts: int = 60) -> list[str]:

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 _RELAY_LOCK = 7_411_002  # advisory lock key: one active relay, so order is the outbox's
 BATCH = 500
+DROPPED = "threadbus.event.dropped"
+"""Takes the place of an event the broker refused (too large); `data` names it."""
 OUTBOX_ID_HEADER = "threadbus-outbox-id"
 """Kafka header with the outbox row id: the commit order, which a stream uses as a floor."""
 
@@ -144,51 +146,85 @@ class Relay:
         self._wake.set()
 
     async def _drain(self, conn: asyncpg.Connection) -> int:
+        """Send a batch; delete what the broker took. A failed send is retried alone, later.
+
+        A record the broker will never take (too large) must not block every event behind it:
+        it is kept in `outbox_dead`, and a small `threadbus.event.dropped` event takes its
+        place, so a stream waiting for it ends with an error instead of waiting forever.
+        """
         rows = await conn.fetch(
             "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1", BATCH
         )
         if not rows:
             return 0
-        sends = [
-            await self._producer.send(
-                row["topic"],
-                json.dumps(row["payload"], ensure_ascii=False).encode(),
-                key=row["key"].encode() if row["key"] is not None else None,
-                headers=[
-                    ("content-type", b"application/json"),
-                    (OUTBOX_ID_HEADER, str(row["id"]).encode()),
-                ],
-            )
-            for row in rows
-        ]
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        too_big = [
-            r
-            for r, res in zip(rows, results, strict=True)
-            if isinstance(res, MessageSizeTooLargeError)
-        ]
-        failed = [
-            res
-            for res in results
-            if isinstance(res, BaseException) and not isinstance(res, MessageSizeTooLargeError)
-        ]
-        if failed:
-            raise failed[0]  # retried as a whole: delivery is at-least-once
-        for row in too_big:
-            # A record the broker will never take must not block every event behind it.
-            log.error("outbox row %s (%s) is too large for the broker; moved to outbox_dead",
-                      row["id"], row["payload"].get("type"))  # fmt: skip
-            await conn.execute(
-                "INSERT INTO outbox_dead (id, topic, key, payload, reason)"
-                " VALUES ($1, $2, $3, $4, 'message too large') ON CONFLICT DO NOTHING",
-                row["id"], row["topic"], row["key"], row["payload"],
-            )  # fmt: skip
-        placed = {r["id"]: res for r, res in zip(rows, results, strict=True)
-                  if not isinstance(res, BaseException)}  # fmt: skip
+        pending: list[asyncio.Future[Any] | BaseException] = []
+        for row in rows:
+            try:
+                pending.append(
+                    await self._send(row["topic"], row["key"], row["payload"], row["id"])
+                )
+            except MessageSizeTooLargeError as exc:
+                pending.append(exc)
+        results = await asyncio.gather(*map(_outcome, pending))
+        done: list[Any] = []
+        failure: BaseException | None = None
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, MessageSizeTooLargeError):
+                await self._drop(conn, row)
+            elif isinstance(result, BaseException):
+                failure = failure or result
+                continue
+            done.append((row, result))
+        await self._record_starts(conn, done)
+        await conn.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row, _ in done]
+        )
+        if failure is not None:
+            raise failure  # after a pause, the relay sends what is left, in order
+        return len(rows)
+
+    async def _send(
+        self, topic: str, key: str | None, payload: Any, outbox_id: int
+    ) -> "asyncio.Future[Any]":
+        return await self._producer.send(  # type: ignore[no-any-return]
+            topic,
+            json.dumps(payload, ensure_ascii=False).encode(),
+            key=key.encode() if key is not None else None,
+            headers=[
+                ("content-type", b"application/json"),
+                (OUTBOX_ID_HEADER, str(outbox_id).encode()),
+            ],
+        )
+
+    async def _drop(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
+        payload = row["payload"]
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        log.error("outbox row %s (%s) is too large for the broker; moved to outbox_dead",
+                  row["id"], kind)  # fmt: skip
+        await conn.execute(
+            "INSERT INTO outbox_dead (id, topic, key, payload, reason)"
+            " VALUES ($1, $2, $3, $4, 'message too large') ON CONFLICT DO NOTHING",
+            row["id"], row["topic"], row["key"], payload,
+        )  # fmt: skip
+        if row["topic"] != topics.EVENTS or not isinstance(payload, dict):
+            return
+        dropped = {
+            "event_id": payload.get("id"),
+            "type": kind,
+            "reason": "too large for the broker",
+        }
+        marker = event(
+            DROPPED, payload.get("subject") or "", dropped, payload.get("causationid"),
+            run_id=payload.get("runid"),
+        )  # fmt: skip
+        await (await self._send(row["topic"], row["key"], marker, row["id"]))
+
+    async def _record_starts(self, conn: asyncpg.Connection, sent: list[Any]) -> None:
+        """Where each run's events begin on its partition, for streams of finished runs."""
         starts = [
             (row["payload"]["data"]["id"], f"{meta.partition}-{meta.offset}")
-            for row in rows
-            if (meta := placed.get(row["id"])) is not None
+            for row, meta in sent
+            if not isinstance(meta, BaseException)
             and row["topic"] == topics.EVENTS
             and row["payload"].get("type") == "thread.run.created"
         ]
@@ -198,7 +234,13 @@ class Relay:
                 " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT DO NOTHING",
                 starts,
             )
-        await conn.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-        )
-        return len(rows)
+
+
+async def _outcome(sent: "asyncio.Future[Any] | BaseException") -> Any:
+    """What became of one send: its record metadata, or the error."""
+    if isinstance(sent, BaseException):
+        return sent
+    try:
+        return await sent
+    except Exception as exc:
+        return exc

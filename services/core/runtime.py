@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.core import bus, db
+from services.core.consuming import Consumer
 from services.core.health import HealthServer
 from services.core.outbox import Relay
 from services.core.settings import CoreSettings
@@ -28,6 +29,13 @@ class Runtime:
     producer: AIOKafkaProducer
     relay: Relay
     owners: list["TaskOwner"] = field(default_factory=list)
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+
+    def consumer(self, group: str) -> Consumer:
+        """The retry budget and dead letters of the subscriber of consumer group `group`."""
+        if group not in self.consumers:
+            self.consumers[group] = Consumer(self.producer, group)
+        return self.consumers[group]
 
     def task_owner(self) -> "TaskOwner":
         """A TaskOwner for the service's background loops, watched by the readiness probe."""

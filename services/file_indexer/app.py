@@ -29,6 +29,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         indexer = Indexer(runtime.pool, open_store(settings, runtime.pool), embedder, settings,
                           owner)  # fmt: skip
         context.set_global("indexer", indexer)
+        context.set_global("runtime", runtime)
         loops = runtime.task_owner()
         loops.start(indexer.pull(), "pull files")
         try:

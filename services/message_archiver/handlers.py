@@ -2,7 +2,7 @@
 
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from faststream import Context
 from faststream.kafka import KafkaRouter
@@ -10,6 +10,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from schemas import topics
 from services.core import bus
+from services.core.consuming import Undecodable
 from services.core.runtime import Runtime
 from services.core.store import archive
 
@@ -20,19 +21,26 @@ router = KafkaRouter()
 RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
+def decode_event(value: bytes) -> dict[str, Any]:
+    """An outbound event: a JSON object with a string `id` and `type`."""
+    try:
+        event = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise Undecodable(f"not JSON: {exc}") from None
+    if not isinstance(event, dict) or not all(
+        isinstance(event.get(name), str) for name in ("id", "type")
+    ):
+        raise Undecodable("not a valid Threadbus event: it needs a string `id` and `type`")
+    return event
+
+
 @router.subscriber(topics.EVENTS, **bus.subscriber_options(topics.GROUP_MESSAGE_ARCHIVER))
-@bus.redeliver_on_failure
 async def on_event(message: KafkaMessage, runtime: RuntimeDep) -> None:
     """Append the event to its thread's archive; a redelivered event is stored once."""
-    try:
-        event = json.loads(message.body)
-        event_id, event_type = event["id"], event["type"]
-    except (ValueError, KeyError, TypeError) as exc:
-        # Only Threadbus writes this topic; a record without id/type is logged and skipped.
-        raw = message.raw_message
-        offset = None if isinstance(raw, tuple) else raw.offset
-        log.error("unarchivable record at offset %s: %s", offset, exc)
-        return
-    async with runtime.pool.acquire() as conn:
-        if not await archive.append(conn, event):
-            log.debug("event %s (%s) archived before", event_id, event_type)
+
+    async def append(event: dict[str, Any]) -> None:
+        async with runtime.pool.acquire() as conn:
+            if not await archive.append(conn, event):
+                log.debug("event %s (%s) archived before", event["id"], event["type"])
+
+    await runtime.consumer(topics.GROUP_MESSAGE_ARCHIVER).handle(message, decode_event, append)

@@ -5,10 +5,12 @@ from typing import Annotated
 
 from faststream import Context
 from faststream.kafka import KafkaRouter
+from faststream.kafka.annotations import KafkaMessage
 
 from schemas import topics
 from schemas.events import ProcessRun, ToolCallResult
 from services.core import bus, toolflow
+from services.core.consuming import json_model
 from services.core.runtime import Runtime
 from services.run_poller.engine import Engine
 
@@ -21,25 +23,33 @@ RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 @router.subscriber(topics.RUNS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
-@bus.redeliver_on_failure
-async def on_process_run(order: ProcessRun, engine: EngineDep) -> None:
+async def on_process_run(message: KafkaMessage, runtime: RuntimeDep, engine: EngineDep) -> None:
     """Claim the run and drive it in a task; the offset commits right after the claim.
 
     A wake-up is only a hint: the run row decides. A duplicate or late wake-up finds the run
     claimed or finished and does nothing.
     """
-    if await engine.offer(order.run_id):
-        log.debug("claimed run %s", order.run_id)
+
+    async def offer(order: ProcessRun) -> None:
+        if await engine.offer(order.run_id):
+            log.debug("claimed run %s", order.run_id)
+
+    consumer = runtime.consumer(topics.GROUP_RUN_POLLER)
+    await consumer.handle(message, json_model(ProcessRun), offer)
 
 
 @router.subscriber(topics.TOOL_RESULTS, **bus.subscriber_options(topics.GROUP_RUN_POLLER_RESULTS))
-@bus.redeliver_on_failure
-async def on_tool_result(result: ToolCallResult, runtime: RuntimeDep) -> None:
+async def on_tool_result(message: KafkaMessage, runtime: RuntimeDep) -> None:
     """Store a server-side tool result once; the run wakes when its step is fully answered."""
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        stored = await toolflow.accept_result(
-            conn, result.thread_id, result.run_id, result.tool_call_id, result.output,
-            result.is_error, result.details,
-        )  # fmt: skip
-    if not stored:
-        log.debug("result for %s/%s was stored before", result.run_id, result.tool_call_id)
+
+    async def store(result: ToolCallResult) -> None:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            stored = await toolflow.accept_result(
+                conn, result.thread_id, result.run_id, result.tool_call_id, result.output,
+                result.is_error, result.details,
+            )  # fmt: skip
+        if not stored:
+            log.debug("result for %s/%s was stored before", result.run_id, result.tool_call_id)
+
+    consumer = runtime.consumer(topics.GROUP_RUN_POLLER_RESULTS)
+    await consumer.handle(message, json_model(ToolCallResult), store)

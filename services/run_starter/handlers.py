@@ -17,13 +17,21 @@ RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 @router.subscriber(topics.INBOUND, **bus.subscriber_options(topics.GROUP_RUN_STARTER))
-@bus.redeliver_on_failure
 async def on_inbound(message: KafkaMessage, runtime: RuntimeDep) -> None:
     """Apply one inbound CloudEvent; bad ones go to the DLQ. The offset commits after commit."""
     raw = message.raw_message
     assert not isinstance(raw, tuple)  # a single-record subscriber, not a batch one
-    key = raw.key.decode("utf-8", errors="replace") if raw.key else None
-    record = Record(
-        value=message.body, topic=raw.topic, partition=raw.partition, offset=raw.offset, key=key
-    )
-    await accept(runtime.pool, record, expires_seconds=runtime.settings.run_expires_seconds)
+
+    async def apply(value: bytes) -> None:
+        record = Record(
+            value=value,
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            key=raw.key.decode("utf-8", errors="replace") if raw.key else None,
+        )
+        await accept(runtime.pool, record, expires_seconds=runtime.settings.run_expires_seconds)
+
+    # `accept` parks invalid events itself (with an `error` event); the consumer's budget is
+    # for the failures it does not expect.
+    await runtime.consumer(topics.GROUP_RUN_STARTER).handle(message, bytes, apply)

@@ -131,6 +131,8 @@ async def _reject(
         id=new_id("dlq"),
         reason=reason,
         event_id=event_id,
+        consumer=CONSUMER,
+        attempts=1,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,

@@ -65,6 +65,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         }
         executor = Executor(runtime.pool, handlers, owner, builtins)
         context.set_global("executor", executor)
+        context.set_global("runtime", runtime)
         loops = runtime.task_owner()
         loops.start(periodic(settings.heartbeat_seconds, executor.advertise, "advertise"), "ads")
         if sessions is not None:

@@ -4,13 +4,17 @@ from typing import Annotated
 
 from faststream import Context
 from faststream.kafka import KafkaRouter
+from faststream.kafka.annotations import KafkaMessage
 
 from schemas import topics
 from schemas.events import ExecuteToolCall
 from services.core import bus
+from services.core.consuming import json_model
+from services.core.runtime import Runtime
 from services.tool_executor.executor import Executor
 
 ExecutorDep = Annotated[Executor, Context("executor")]
+RuntimeDep = Annotated[Runtime, Context("runtime")]
 
 
 def build_router(workers: int) -> KafkaRouter:
@@ -25,9 +29,11 @@ def build_router(workers: int) -> KafkaRouter:
         options["max_workers"] = workers
 
     @router.subscriber(topics.TOOL_CALLS, **options)
-    @bus.redeliver_on_failure
-    async def on_tool_call(order: ExecuteToolCall, executor: ExecutorDep) -> None:
+    async def on_tool_call(
+        message: KafkaMessage, runtime: RuntimeDep, executor: ExecutorDep
+    ) -> None:
         """Answer one tool call; the offset commits after the result is recorded."""
-        await executor.execute(order)
+        consumer = runtime.consumer(topics.GROUP_TOOL_EXECUTOR)
+        await consumer.handle(message, json_model(ExecuteToolCall), executor.execute)
 
     return router
