@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def request_id(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await call_next(request)
+        response = errors.refuse_nul(request) or await call_next(request)
         response.headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
         return response
 

@@ -62,6 +62,23 @@ def _from_validation(errors: list[dict[str, Any]]) -> ErrorBody:
     return ErrorBody(message=message, type="invalid_request_error", param=param, code=None)
 
 
+def refuse_nul(request: Request) -> JSONResponse | None:
+    """A 400 for a NUL character in the path or a query parameter (Postgres cannot store it,
+    and no id or filter contains it), or None."""
+    if "\x00" in request.url.path:
+        return error_response(400, ErrorBody(
+            message="The URL path contains the NUL character (\\u0000).",
+            type="invalid_request_error",
+        ))  # fmt: skip
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            return error_response(400, ErrorBody(
+                message=f"Query parameter '{name}' contains the NUL character (\\u0000).",
+                type="invalid_request_error", param=name.replace("\x00", ""),
+            ))  # fmt: skip
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into OpenAI-shaped errors."""
 
