@@ -75,7 +75,14 @@ def system(
         "PYTHONPATH": str(PLUGIN_SITE),
         "THREADBUS_FUNCTIONS": ",".join(
             f"{name}=tests.fakes.functions:{name}"
-            for name in ("lookup_weather", "slow_echo", "explode", "dawdle", "garbage")
+            for name in (
+                "lookup_weather",
+                "slow_echo",
+                "explode",
+                "dawdle",
+                "garbage",
+                "record_start",
+            )
         ),
         "THREADBUS_FUNCTION_WEBHOOKS": json.dumps({"ship_order": f"{webhook.url}/ship_order"}),
         "THREADBUS_WEBHOOK_SECRET": SECRET,

@@ -1,9 +1,15 @@
 """The API's routers under /v1, and the probes (the include list is the surface)."""
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.api.routes import assistants, files, runs, threads, vector_stores
+from services.core import db
+from services.core.runtime import Runtime, consuming
+
+RUN_POLLER = "run-poller"
 
 v1 = APIRouter(prefix="/v1")
 v1.include_router(assistants.router)
@@ -23,7 +29,24 @@ async def healthz() -> dict[str, str]:
 
 
 @probes.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    """Readiness: Postgres and Kafka answer."""
-    ok = await request.app.state.runtime.ready()
-    return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=200 if ok else 503)
+async def readyz(request: Request, scope: Literal["system", "self"] = "system") -> JSONResponse:
+    """Readiness: a run created now starts at once.
+
+    This API's Postgres and Kafka answer, its loops run, and (unless `scope=self`) a live
+    run-poller has joined its consumer group. Kubernetes probes `scope=self`: an API replica
+    whose run-pollers are away can still serve reads and queue runs.
+    """
+    runtime: Runtime = request.app.state.runtime
+    problem = None
+    if not await runtime.ready():
+        problem = "this API cannot reach Postgres or Kafka, or a background loop died"
+    elif scope == "system":
+        try:
+            async with runtime.pool.acquire(timeout=2) as conn:
+                if not await consuming(conn, RUN_POLLER):
+                    problem = "no run-poller is consuming yet: a run would wait"
+        except db.ERRORS:
+            problem = "this API cannot reach Postgres"
+    if problem is not None:
+        return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
+    return JSONResponse({"status": "ok"})

@@ -4,9 +4,9 @@ import asyncio
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
@@ -36,6 +36,16 @@ def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
+async def learn_topics(producer: AIOKafkaProducer) -> None:
+    """Fetch every topic's partitions now, so that the first record sent to each does not wait
+    for a metadata round trip (it made the first run after start-up slower than the next)."""
+    for topic in topics.ALL:
+        try:
+            await asyncio.wait_for(producer.partitions_for(topic), 5)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("no metadata for %s yet: %s", topic, exc)
+
+
 def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
     """A FastStream broker whose publishers wait for all in-sync replicas."""
     return KafkaBroker(
@@ -46,6 +56,34 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
         graceful_timeout=15.0,
         logger=logging.getLogger(f"threadbus.{client_id}"),
     )
+
+
+class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Whether a subscriber's consumers have joined their group: until then, nothing they are
+    sent is handled, so the process is not ready."""
+
+    def __init__(self) -> None:
+        self.joined = False
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Nothing to do: offsets are committed per record."""
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:  # noqa: ARG002
+        """Joined (an empty assignment counts: more consumers than partitions)."""
+        self.joined = True
+        JOINED.set()
+
+
+MEMBERSHIPS: list[Membership] = []
+"""One per subscriber declared in this process (`subscriber_options` registers them)."""
+
+JOINED = asyncio.Event()
+"""Set whenever a consumer joins its group (wakes the heartbeat, so readiness shows at once)."""
+
+
+def consuming() -> bool:
+    """Every subscriber of this process has joined its group (true when there are none)."""
+    return all(membership.joined for membership in MEMBERSHIPS)
 
 
 def subscriber_options(group_id: str) -> dict[str, Any]:
@@ -65,7 +103,14 @@ def subscriber_options(group_id: str) -> dict[str, Any]:
         "heartbeat_interval_ms": 3_000,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         "decoder": _raw_body,
+        "listener": _membership(),
     }
+
+
+def _membership() -> Membership:
+    membership = Membership()
+    MEMBERSHIPS.append(membership)
+    return membership
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:

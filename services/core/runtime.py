@@ -3,6 +3,9 @@
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,11 @@ class Runtime:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     relay: Relay
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+    """This process, in leases, claims and `workers` (unique even when a container restarts
+    with the same host name and pid)."""
     owners: list["TaskOwner"] = field(default_factory=list)
     consumers: dict[str, Consumer] = field(default_factory=dict)
 
@@ -44,8 +52,9 @@ class Runtime:
         return owner
 
     async def ready(self) -> bool:
-        """Postgres answers, the producer knows the cluster, and every background loop runs."""
-        if not all(owner.alive for owner in self.owners):
+        """Postgres answers, the producer knows the cluster, every background loop runs, and
+        every consumer of this process has joined its group."""
+        if not all(owner.alive for owner in self.owners) or not bus.consuming():
             return False
         try:
             async with self.pool.acquire(timeout=2) as conn:
@@ -54,6 +63,46 @@ class Runtime:
         except (*db.ERRORS, KafkaError):
             return False
         return self.relay.alive
+
+    async def heartbeat(self) -> None:
+        """Tell `workers` this process is alive, and whether it consumes yet; at once when a
+        consumer joins, else every `HEARTBEAT_SECONDS`."""
+        while True:
+            bus.JOINED.clear()
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(
+                        "INSERT INTO workers (owner, service, consuming) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (owner) DO UPDATE SET consuming = EXCLUDED.consuming,"
+                        " heartbeat_at = now()",
+                        self.owner, self.settings.service_name, bus.consuming(),
+                    )  # fmt: skip
+            except db.ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bus.JOINED.wait(), HEARTBEAT_SECONDS)
+
+    async def sign_off(self) -> None:
+        """Leave `workers` at a graceful stop (a killed process's row goes stale instead)."""
+        with contextlib.suppress(*db.ERRORS):
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.execute("DELETE FROM workers WHERE owner = $1", self.owner)
+
+
+HEARTBEAT_SECONDS = 2.0
+LIVE_SECONDS = 10.0
+"""A worker whose heartbeat is older than this is taken for dead."""
+
+
+async def consuming(conn: asyncpg.Connection, service: str) -> bool:
+    """A live process of `service` has all its consumers in their groups."""
+    found = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM workers WHERE service = $1 AND consuming"
+        " AND heartbeat_at > now() - make_interval(secs => $2))",
+        service,
+        LIVE_SECONDS,
+    )
+    return bool(found)
 
 
 class TaskOwner:
@@ -105,10 +154,12 @@ async def open_runtime(settings: CoreSettings, *, health: bool = True) -> AsyncI
     pool = await db.create_pool(settings.database_url, size=settings.db_pool_size)
     producer = bus.make_producer(settings.kafka_bootstrap_servers, settings.service_name)
     await producer.start()
+    await bus.learn_topics(producer)
     relay = Relay(settings.database_url, producer)
     runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay)
     owner = runtime.task_owner()
     owner.start(relay.run(), "outbox relay")
+    owner.start(runtime.heartbeat(), "heartbeat")
     probes = HealthServer(settings.health_port, runtime.ready) if health else None
     if probes is not None:
         await probes.start()
@@ -118,5 +169,6 @@ async def open_runtime(settings: CoreSettings, *, health: bool = True) -> AsyncI
         if probes is not None:
             await probes.stop()
         await owner.stop()
+        await runtime.sign_off()
         await producer.stop()
         await pool.close()

@@ -1,8 +1,6 @@
 """file-indexer composition root: settings, broker, embedder, blob store, the pull loop."""
 
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator
 
 from faststream import ContextRepo, FastStream
@@ -25,9 +23,8 @@ broker.include_router(router)
 async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
     """Open the runtime, load the embedder, pull work until shutdown, then hand files back."""
     async with open_runtime(settings) as runtime, open_embedder(settings) as embedder:
-        owner = f"{socket.gethostname()}:{os.getpid()}"
         indexer = Indexer(runtime.pool, open_store(settings, runtime.pool), embedder, settings,
-                          owner)  # fmt: skip
+                          runtime.owner)  # fmt: skip
         context.set_global("indexer", indexer)
         context.set_global("runtime", runtime)
         loops = runtime.task_owner()

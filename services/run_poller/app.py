@@ -1,13 +1,12 @@
 """run-poller composition root: settings, broker, engine, sweeper."""
 
+import asyncio
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator
 
 from faststream import ContextRepo, FastStream
 
-from services.core import bus
+from services.core import bus, tokens
 from services.core.model import ModelClient
 from services.core.runtime import open_runtime, periodic
 from services.run_poller.engine import Engine
@@ -31,8 +30,9 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         backoff=settings.model_retry_backoff_seconds,
     )
     async with open_runtime(settings) as runtime:
-        owner_id = f"{socket.gethostname()}:{os.getpid()}"
-        engine = Engine(runtime.pool, model, settings, owner_id)
+        # The tokenizer loads on first use: load it now, not during the first run.
+        await asyncio.to_thread(tokens.count, "warm up")
+        engine = Engine(runtime.pool, model, settings, runtime.owner)
         context.set_global("engine", engine)
         context.set_global("runtime", runtime)
         loops = runtime.task_owner()

@@ -2,9 +2,7 @@
 
 import contextlib
 import logging
-import os
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -47,7 +45,6 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             timeout=settings.function_timeout_seconds,
             client=client,
         )
-        owner = f"{socket.gethostname()}:{os.getpid()}"
         sessions, unavailable = open_sessions(settings)
         code = CodeInterpreter(
             runtime.pool,
@@ -63,7 +60,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             "file_search": FileSearch(runtime.pool, embedder),
             "code_interpreter": code,
         }
-        executor = Executor(runtime.pool, handlers, owner, builtins)
+        executor = Executor(runtime.pool, handlers, runtime.owner, builtins)
         context.set_global("executor", executor)
         context.set_global("runtime", runtime)
         loops = runtime.task_owner()

@@ -1,4 +1,5 @@
-"""Running one server-side tool call exactly once in effect, and advertising what we can run."""
+"""Starting each server-side tool call once, recording its result once, and advertising what
+we can run."""
 
 import asyncio
 import logging
@@ -10,6 +11,7 @@ from schemas import topics
 from schemas.events import ExecuteToolCall, ToolCallResult
 from services.core import outbox
 from services.core.ids import new_id
+from services.core.runtime import LIVE_SECONDS
 from services.tool_executor.file_search import Answer
 from services.tool_executor.registry import Handler, HandlerError, ToolCall
 
@@ -35,9 +37,16 @@ class Executor:
         self.handlers = handlers
         self._owner = owner
         self._builtins = builtins
+        self._running: set[str] = set()
+        self._answers: dict[str, Answer] = {}
 
     async def execute(self, order: ExecuteToolCall) -> None:
-        """Run the call unless its result is already recorded; publish the result once."""
+        """Run the call unless it was started before; record and publish the result once.
+
+        A call is claimed in Postgres before its handler starts, so a redelivered or re-sent
+        order, here or on another executor, does not start it again while the executor that
+        started it lives. Only when that executor stopped heartbeating is the call started anew.
+        """
         key = f"{order.run_id}/{order.tool_call_id}"
         async with self._pool.acquire() as conn:
             recorded = await conn.fetchrow(
@@ -53,8 +62,18 @@ class Executor:
             return  # the run is gone, or the result is recorded: never recompute it
         if recorded["published"]:
             return  # the result is on its way to the run-poller
-        builtin = self._builtins.get(order.tool_type)
-        answer = await (builtin(order) if builtin is not None else self._run(order))
+        answer = self._answers.get(key)  # answered before, but the result was not recorded
+        if answer is None:
+            if key in self._running or not await self._claim(order):
+                log.info("call %s runs elsewhere; not starting it again", key)
+                return
+            self._running.add(key)
+            try:
+                builtin = self._builtins.get(order.tool_type)
+                answer = await (builtin(order) if builtin is not None else self._run(order))
+            finally:
+                self._running.discard(key)
+            self._answers[key] = answer
         result = ToolCallResult(
             id=new_id("cmd"),
             run_id=order.run_id,
@@ -71,9 +90,23 @@ class Executor:
                 CONSUMER,
                 key,
             )
-            if first is None:
-                return  # another executor finished the same call first
-            await outbox.enqueue(conn, topics.TOOL_RESULTS, order.thread_id, result)
+            if first is not None:
+                await outbox.enqueue(conn, topics.TOOL_RESULTS, order.thread_id, result)
+        self._answers.pop(key, None)
+
+    async def _claim(self, order: ExecuteToolCall) -> bool:
+        """Mark the call started by this executor, unless a live one started it already."""
+        async with self._pool.acquire() as conn:
+            claimed = await conn.fetchval(
+                "UPDATE tool_calls t SET started_by = $3, started_at = now()"
+                " WHERE t.run_id = $1 AND t.id = $2 AND t.output IS NULL"
+                " AND (t.started_by IS NULL OR t.started_by = $3 OR NOT EXISTS ("
+                "   SELECT 1 FROM workers w WHERE w.owner = t.started_by"
+                "   AND w.heartbeat_at > now() - make_interval(secs => $4)))"
+                " RETURNING t.started_at",
+                order.run_id, order.tool_call_id, self._owner, LIVE_SECONDS,
+            )  # fmt: skip
+        return claimed is not None
 
     async def _run(self, order: ExecuteToolCall) -> Answer:
         name = order.name or ""

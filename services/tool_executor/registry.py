@@ -29,6 +29,12 @@ class ToolCall:
     thread_id: str
     name: str
 
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt at this call, and unique to it (a provider's call ids
+        may repeat across runs): make a retried side effect harmless with it."""
+        return f"{self.run_id}/{self.tool_call_id}"
+
 
 class Handler(Protocol):
     """Answers one call of one function."""
@@ -81,8 +87,9 @@ class PythonHandler:
 class WebhookHandler:
     """POSTs the arguments (JSON) to a URL; the response body is the output.
 
-    Headers: `X-Threadbus-Tool-Call-Id`, `X-Threadbus-Function`, `X-Threadbus-Timestamp`, and
-    `X-Threadbus-Signature: sha256=<hex HMAC of "<timestamp>.<body>">` when a secret is set.
+    Headers: `Idempotency-Key` (the same for every attempt at one call), `X-Threadbus-Tool-Call-Id`,
+    `X-Threadbus-Function`, `X-Threadbus-Timestamp`, and `X-Threadbus-Signature: sha256=<hex HMAC
+    of "<timestamp>.<body>">` when a secret is set.
     """
 
     url: str
@@ -96,6 +103,7 @@ class WebhookHandler:
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
+            "Idempotency-Key": call.idempotency_key,
             "X-Threadbus-Tool-Call-Id": call.tool_call_id,
             "X-Threadbus-Run-Id": call.run_id,
             "X-Threadbus-Function": call.name,

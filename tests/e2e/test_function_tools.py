@@ -297,3 +297,4 @@ async def test_a_webhook_handler_is_called_signed(
     assert len(received) == 1
     assert received[0]["valid"]
     assert received[0]["body"] == {"order_id": "A-17"}
+    assert received[0]["idempotency_key"] == f"{done.id}/{tool_call.id}"

@@ -47,3 +47,13 @@ dawdle.threadbus_timeout = 0.5  # type: ignore[attr-defined]
 def garbage(_arguments: dict[str, Any], _call: ToolCall) -> object:
     """Returns something that is neither text nor JSON."""
     return object()
+
+
+def record_start(arguments: dict[str, Any], call: ToolCall) -> str:
+    """Notes each start with its idempotency key and pid, then takes `seconds` to answer."""
+    log = os.environ.get("THREADBUS_TEST_CALL_LOG")
+    if log:
+        with Path(f"{log}.starts").open("a") as out:
+            out.write(f"{call.idempotency_key} {os.getpid()}\n")
+    time.sleep(float(arguments.get("seconds", 0)))
+    return f"started once as {call.idempotency_key}"

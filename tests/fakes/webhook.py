@@ -24,7 +24,8 @@ class WebhookServer:
                 valid = self.headers.get("X-Threadbus-Signature") == expected
                 owner.calls.append(
                     {"path": self.path, "body": json.loads(body), "valid": valid,
-                     "tool_call_id": self.headers.get("X-Threadbus-Tool-Call-Id")}
+                     "tool_call_id": self.headers.get("X-Threadbus-Tool-Call-Id"),
+                     "idempotency_key": self.headers.get("Idempotency-Key")}
                 )  # fmt: skip
                 answer = f"shipped {json.loads(body).get('order_id')}" if valid else "bad signature"
                 self.send_response(200 if valid else 401)
