@@ -136,7 +136,7 @@ def _report_death(task: "asyncio.Task[None]") -> None:
         log.critical("background loop %r died", task.get_name(), exc_info=task.exception())
 
 
-async def periodic(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> None:
+async def periodic(seconds: float, action: Callable[[], Awaitable[object]], name: str) -> None:
     """Call `action` every `seconds` until cancelled; a failed call is logged, not fatal."""
     while True:
         try:
