@@ -44,24 +44,43 @@ class Infrastructure:
         self.database_url = ""
         self.bootstrap = ""
         self._stops: list[Callable[[], None]] = []
+        self.postgres: EmbeddedPostgres | None = None
+        self.kafka: EmbeddedKafka | None = None
 
     def start(self) -> "Infrastructure":
         """Start both, embedded unless THREADBUS_TEST_INFRA=docker."""
         if os.environ.get("THREADBUS_TEST_INFRA") == "docker":
             self._start_containers()
         else:
-            postgres = EmbeddedPostgres(
+            self.postgres = EmbeddedPostgres(
                 self.workdir / "pgdata", free_port(), self.workdir / "postgres.log"
             )
-            self.database_url = postgres.start()
-            self._stops.append(postgres.stop)
-            kafka = EmbeddedKafka(free_port(), self.workdir / "kafka.log")
-            self.bootstrap = kafka.start()
-            self._stops.append(kafka.stop)
+            self.database_url = self.postgres.start()
+            self._stops.append(self.postgres.stop)
+            self.kafka = EmbeddedKafka(free_port(), self.workdir / "kafka.log")
+            self.bootstrap = self.kafka.start()
+            self._stops.append(self.kafka.stop)
         asyncio.run(
             prepare(self.database_url, self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"]))
         )
         return self
+
+    def restart_postgres(self) -> float:
+        """Stop Postgres (fast shutdown) and start it again; returns how long it was down."""
+        assert self.postgres is not None, "only the embedded Postgres restarts"
+        started = time.monotonic()
+        self.postgres.stop()
+        self.postgres.start()
+        return time.monotonic() - started
+
+    def restart_kafka(self) -> None:
+        """Stop the in-memory broker and start an empty one on the same port, with the topics."""
+        assert self.kafka is not None, "only the embedded broker restarts"
+        self.kafka.stop()
+        self.kafka.start()
+        asyncio.run(
+            prepare(self.database_url, self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"]))
+        )
 
     def _start_containers(self) -> None:
         from testcontainers.kafka import KafkaContainer
