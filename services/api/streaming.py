@@ -68,10 +68,13 @@ class RunStream:
         await self._consumer.position(tp)  # resolve "the end" now, before the run is written
 
     async def open_at(self, partition: int, offset: int) -> None:
-        """Start at an offset of a partition."""
+        """Start at an offset of a partition, or at its start if the log is shorter than that
+        (a broker that lost its log, like the embedded in-memory one after a restart)."""
         await self._open(None)
-        self._consumer.assign([TopicPartition(topics.EVENTS, partition)])
-        self._consumer.seek(TopicPartition(topics.EVENTS, partition), offset)
+        tp = TopicPartition(topics.EVENTS, partition)
+        self._consumer.assign([tp])
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        self._consumer.seek(tp, offset if offset <= end else 0)
 
     async def _open(self, thread_id: str | None) -> int:
         await self._consumer.start()
