@@ -1,6 +1,8 @@
-"""Fault: the run-poller dies (SIGKILL) while the model is answering; the run still ends once."""
+"""Faults: a run-poller dies (SIGKILL) before or during the model's answer, or stops (SIGTERM);
+the run still ends once, with one reply."""
 
 import time
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,7 +14,7 @@ from tests.system import System, wait_until
 
 
 @pytest.mark.slow
-async def test_run_poller_killed_mid_answer(
+async def test_run_poller_killed_while_the_model_thinks(
     client: OpenAI, model: ScriptedModelServer, system: System, tap: KafkaTap
 ) -> None:
     assistant = client.beta.assistants.create(name="Math Tutor", model="gpt-4o")
@@ -59,6 +61,45 @@ async def test_run_poller_killed_mid_answer(
     assert [e["data"]["id"] for e in completed] == [run.id]
     finals = [e for e in tap.events(thread.id) if e["type"] == "thread.message.completed"]
     assert len(finals) == 1
+
+
+@pytest.mark.slow
+def test_run_poller_killed_mid_answer_reuses_the_half_written_reply(
+    client: OpenAI, model: ScriptedModelServer, system: System, tap: KafkaTap
+) -> None:
+    words = " ".join(f"w{i}" for i in range(200))
+    model.script("half-write me", reply=words, chunk_delay_s=0.05, times=1)  # 10 s of tokens
+    model.script("half-write me", reply="Answered whole after the crash.")
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "half-write me"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+
+    def deltas() -> list[dict[str, Any]]:
+        return [e for e in tap.events(thread.id) if e["type"] == "thread.message.delta"]
+
+    wait_until(lambda: len(deltas()) >= 3, timeout=30)  # tokens are written: mid-answer now
+    written = deltas()
+    system.services["run_poller"].kill()
+    half = written[0]["data"]["id"]
+    assert "w1" in "".join(d["data"]["delta"]["content"][0]["text"]["value"] for d in written)
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "in_progress"
+    system.spawn("run_poller")
+
+    done = wait_until(
+        lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status
+        == "completed" and r, timeout=60,
+    )  # fmt: skip
+    replies = [m for m in client.beta.threads.messages.list(thread_id=thread.id).data
+               if m.role == "assistant"]  # fmt: skip
+    assert [m.id for m in replies] == [half]  # the half-written reply was reused, not doubled
+    assert replies[0].content[0].text.value == "Answered whole after the crash."  # type: ignore[union-attr]
+    steps = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data
+    assert len(steps) == 1
+    assert steps[0].step_details.message_creation.message_id == half  # type: ignore[union-attr]
+    assert done.status == "completed"
+    finals = wait_until(lambda: [e for e in tap.events(thread.id)
+                                 if e["type"] == "thread.message.completed"])  # fmt: skip
+    assert [f["data"]["id"] for f in finals] == [half]
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """Function tools: expiry, a round trip driven only by Kafka, executors that scale, redelivery."""
 
+import asyncio
+import json
 import re
 import time
 import uuid
@@ -10,7 +12,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from services.core import db, toolflow
+from schemas import topics
+from schemas.events import ToolCallResult
 from services.core.embedded import free_port
 from tests.e2e.test_function_tools import call, function_tool, wait_for_handlers
 from tests.fakes.model_server import ScriptedModelServer
@@ -189,24 +192,28 @@ def _split(system: System, *labels: str) -> bool:
     return all(held) and len(set().union(*held)) == sum(len(h) for h in held)
 
 
-async def test_a_result_delivered_twice_is_stored_once(
-    client: OpenAI, model: ScriptedModelServer, system: System
+def test_a_result_delivered_twice_is_stored_once(
+    client: OpenAI, model: ScriptedModelServer, system: System, tap: KafkaTap
 ) -> None:
-    model.script("twice please", tool_calls=[call("display_quiz", title="T")])
-    assistant = client.beta.assistants.create(model="gpt-4o", tools=[function_tool("display_quiz")])  # type: ignore[list-item]
+    """Results of one server-side call arrive three times on `threadbus.tool_results`: two
+    published here while the handler still runs, then the executor's own. The first is kept."""
+    asyncio.run(wait_for_handlers(system, "record_start"))
+    model.script("twice please", tool_calls=[call("record_start", seconds=3)])
+    model.script("one", reply="Got the first result.")
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[function_tool("record_start")])  # type: ignore[list-item]
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "twice please"}])
-    run = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
-    )
-    assert run.required_action is not None
-    call_id = run.required_action.submit_tool_outputs.tool_calls[0].id
-    conn = await db.connect(system.infra.database_url)
-    try:
-        async with conn.transaction():
-            first = await toolflow.accept_result(conn, thread.id, run.id, call_id, "one", False)
-        async with conn.transaction():
-            again = await toolflow.accept_result(conn, thread.id, run.id, call_id, "two", False)
-        stored = await conn.fetchval("SELECT output FROM tool_calls WHERE id = $1", call_id)
-    finally:
-        await conn.close()
-    assert (first, again, stored) == (True, False, "one")
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    started = "SELECT id FROM tool_calls WHERE run_id = $1 AND started_by IS NOT NULL"
+    call_id = wait_until(lambda: system.sql(started, run.id))[0]["id"]
+    for n, output in enumerate(("one", "two")):
+        result = ToolCallResult(id=f"cmd_twice_{n}", run_id=run.id, thread_id=thread.id,
+                                tool_call_id=call_id, output=output)  # fmt: skip
+        tap.publish(json.loads(result.model_dump_json()), key=thread.id, topic=topics.TOOL_RESULTS)
+    done = wait_until(lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id))
+                      .status == "completed" and r, timeout=30)  # fmt: skip
+    time.sleep(1)  # the executor's own result has arrived by now (the handler took 3 s)
+    stored = system.sql("SELECT output FROM tool_calls WHERE id = $1", call_id)[0]["output"]
+    assert stored == "one"
+    reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert reply.content[0].text.value == "Got the first result."  # type: ignore[union-attr]
+    assert done.status == "completed"

@@ -8,6 +8,7 @@ import httpx
 from openai import OpenAI
 
 from services.core.embedded import free_port
+from services.core.outbox import _RELAY_LOCK
 from tests.e2e.test_streaming import BETA
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
@@ -19,25 +20,35 @@ async def test_the_relay_survives_its_connection_being_killed(
     client: OpenAI, model: ScriptedModelServer, system: System
 ) -> None:
     model.script("after the kill", reply="Still here.")
+    probe = system.api_url.removesuffix("/v1") + "/readyz"
+    wait_until(lambda: answers(probe), timeout=60)  # every consumer has joined: a clean start
     conn = await asyncpg.connect(system.infra.database_url)
     try:
+        # The active relay: the session holding the relay's advisory lock.
+        active = await conn.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = 0 AND objid = $1",
+            _RELAY_LOCK,
+        )
+        assert active is not None, "no relay holds the lock"
         killed = await conn.fetch(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pid, pg_terminate_backend(pid) AS done FROM pg_stat_activity"
             " WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            " AND (query ILIKE '%advisory_lock%' OR query ILIKE 'LISTEN%')"
+            " AND (pid = $1 OR query ILIKE '%advisory_lock%' OR query ILIKE 'LISTEN%')",
+            active,
         )
     finally:
         await conn.close()
-    assert killed, "expected relay and listener connections to kill"
+    assert active in {row["pid"] for row in killed if row["done"]}, "the active relay survived"
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "after the kill"}])
     started = time.monotonic()
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     assert run.status == "completed"
     assert time.monotonic() - started < 15
-    probe = system.api_url.removesuffix("/v1") + "/readyz"
     async with httpx.AsyncClient(timeout=5) as http:
-        assert (await http.get(probe)).status_code == 200
+        answer = await http.get(probe)
+        assert answer.status_code == 200, answer.text
 
 
 def test_text_the_database_refuses_goes_to_the_dlq(tap: KafkaTap, client: OpenAI) -> None:
