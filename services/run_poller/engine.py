@@ -197,6 +197,8 @@ class Engine:
             if status == "cancelling":
                 self.stop(lease.run_id)
             elif status is None:
+                # Taken over (this process stalled past its lease) or ended: stop writing.
+                log.info("run %s: lease lost, leaving it to its new owner", lease.run_id)
                 task = self._tasks.get(lease.run_id)
                 if task is not None:
                     task.cancel()
