@@ -109,3 +109,12 @@ def client(system: System) -> Iterator[OpenAI]:
         sdk = OpenAI(base_url=system.api_url, api_key="test-key", _strict_response_validation=True)
     yield sdk
     sdk.close()
+
+
+@pytest.fixture(autouse=True)
+def leave_the_system_ready(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the shared system (and maybe killed and replaced a service),
+    wait until it is ready again, so the next test does not start against a half-up system."""
+    yield
+    if "system" in request.fixturenames:
+        request.getfixturevalue("system").wait_ready()

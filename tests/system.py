@@ -129,11 +129,20 @@ class System:
         return process
 
     def start(self) -> "System":
-        """Start every service and wait until the API answers."""
+        """Start every service and wait until a run would start at once (`/readyz`)."""
         for name in SERVICES:
             self.spawn(name)
         self.wait_healthy()
+        self.wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until GET /readyz answers: the API's dependencies up and a run-poller consuming."""
+        try:
+            wait_until(lambda: answers(f"http://127.0.0.1:{self.api_port}/readyz"),
+                       timeout=timeout, interval=0.2)  # fmt: skip
+        except TimeoutError:
+            raise TimeoutError(f"the system did not get ready; see {self.logdir}") from None
 
     def wait_healthy(self, timeout: float = 60) -> None:
         """Until GET /healthz answers."""

@@ -37,6 +37,8 @@ ENDS_STREAM = {
 }
 KEEPALIVE_SECONDS = 15.0
 IDLE_SECONDS = 1.0
+ANCHOR_WAIT_MS = 5000
+"""How long a resumed stream waits for the record it resumes from before taking it as lost."""
 DONE = b"event: done\ndata: [DONE]\n\n"
 
 
@@ -67,14 +69,30 @@ class RunStream:
         await self._consumer.seek_to_end(tp)
         await self._consumer.position(tp)  # resolve "the end" now, before the run is written
 
-    async def open_at(self, partition: int, offset: int) -> None:
-        """Start at an offset of a partition, or at its start if the log is shorter than that
-        (a broker that lost its log, like the embedded in-memory one after a restart)."""
+    async def open_at(self, partition: int, offset: int, run_id: str, *, after: bool) -> None:
+        """Start at the run's record at `offset` (or just `after` it), or at the partition's
+        start if that record is not the run's any more: a broker that lost its log (the
+        embedded in-memory one after a restart) numbers records from 0 again.
+
+        The record itself is read to tell, because the end offset cannot: Tansu reports the
+        base offset of the last batch plus one, short of the real end.
+        """
         await self._open(None)
         tp = TopicPartition(topics.EVENTS, partition)
         self._consumer.assign([tp])
-        end = (await self._consumer.end_offsets([tp]))[tp]
-        self._consumer.seek(tp, offset if offset <= end else 0)
+        self._consumer.seek(tp, offset)
+        batch = await self._consumer.getmany(tp, timeout_ms=ANCHOR_WAIT_MS, max_records=1)
+        found = batch.get(tp, [])
+        if (
+            found
+            and found[0].offset == offset
+            and (_decode(found[0].value) or {}).get("runid") == run_id
+        ):
+            self._consumer.seek(tp, offset + 1 if after else offset)
+        else:
+            log.info("run %s: its record at %d-%d is gone; reading from the start",
+                     run_id, partition, offset)  # fmt: skip
+            self._consumer.seek(tp, 0)
 
     async def _open(self, thread_id: str | None) -> int:
         await self._consumer.start()

@@ -124,7 +124,7 @@ def test_a_run_poller_stopping_hands_its_runs_over_at_once(
             "SELECT lease_owner FROM runs WHERE id = $1 AND lease_owner IS NOT NULL"
             " AND EXISTS (SELECT 1 FROM messages WHERE run_id = $1)", run.id),
             timeout=30)  # fmt: skip
-        pid = int(owner[0]["lease_owner"].rsplit(":", 1)[1])
+        pid = int(owner[0]["lease_owner"].split(":")[1])  # host:pid:nonce
         holder, other = (first, second) if first.proc and first.proc.pid == pid else (second, first)
         assert holder.proc is not None
         assert holder.proc.pid == pid

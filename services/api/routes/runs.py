@@ -224,10 +224,9 @@ async def stream_run_events(
         partition, offset = _position(start)
     else:
         partition, offset = _position(position)
-        offset += 1
     reader = RunStream(settings.kafka_bootstrap_servers)
     try:
-        await reader.open_at(partition, offset)
+        await reader.open_at(partition, offset, run_id, after=position is not None)
     except BaseException:
         await reader.close()
         raise
