@@ -40,10 +40,9 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
         payload: Any = json.loads(record.value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         payload, problem = None, f"the record is not JSON: {exc}"
-    event_id = payload.get("id") if isinstance(payload, dict) else None
-    event_id = event_id if isinstance(event_id, str) and event_id else None
+    event_id, source = _identity(payload)
     async with pool.acquire() as conn, conn.transaction():
-        if event_id is not None and not await _first_time(conn, event_id):
+        if event_id is not None and not await _first_time(conn, source, event_id):
             return "duplicate"
         if problem is None:
             try:
@@ -68,11 +67,24 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
     return "accepted"
 
 
-async def _first_time(conn: asyncpg.Connection, event_id: str) -> bool:
+def _identity(payload: Any) -> tuple[str | None, str]:
+    """The event's `id` and `source` (CloudEvents identity is the two together), as far as a
+    record that may not be valid has them."""
+    if not isinstance(payload, dict):
+        return None, ""
+    event_id, source = payload.get("id"), payload.get("source")
+    return (
+        event_id if isinstance(event_id, str) and event_id else None,
+        source if isinstance(source, str) else "",
+    )
+
+
+async def _first_time(conn: asyncpg.Connection, source: str, event_id: str) -> bool:
     inserted = await conn.fetchval(
-        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+        "INSERT INTO processed_events (consumer, source, event_id) VALUES ($1, $2, $3)"
         " ON CONFLICT DO NOTHING RETURNING event_id",
         CONSUMER,
+        source,
         event_id,
     )
     return inserted is not None
@@ -107,7 +119,7 @@ async def _user_message(conn: asyncpg.Connection, event: UserMessage, expires_se
     body = MessageCreate(
         role="user", content=data.content, attachments=data.attachments, metadata=data.metadata
     )
-    await messages.create(conn, thread.id, body, cause=event.id, source_event_id=event.id)
+    await messages.create(conn, thread.id, body, cause=event.id, source=(event.source, event.id))
     options = data.run or RunOptions()
     if await runs.active(conn, thread.id) is not None:
         await runs.fold(conn, thread.id, assistant.id, options, cause=event.id)

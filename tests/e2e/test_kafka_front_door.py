@@ -105,6 +105,35 @@ def test_duplicate_event_gives_one_message_and_one_run(
     assert texts == ["Only once, please.", "Echo: Only once, please.", "marker", "Echo: marker"]
 
 
+def test_the_same_id_from_two_sources_is_two_events(
+    tap: KafkaTap, tutor: str, client: OpenAI
+) -> None:
+    """CloudEvents identity is `source` and `id` together: two producers that both number
+    their events from 1 are both heard, and each one's redelivery is still dropped."""
+    thread_id = new_thread_id()
+    shared_id = f"event-{uuid.uuid4().hex}"
+    billing = {**user_message(thread_id, tutor, "from billing"), "id": shared_id,
+               "source": "billing"}  # fmt: skip
+    support = {**user_message(thread_id, tutor, "from support"), "id": shared_id,
+               "source": "support"}  # fmt: skip
+    tap.publish(billing, key=thread_id)
+    wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
+    tap.publish(support, key=thread_id)
+    tap.publish(billing, key=thread_id)  # a redelivery: same source, same id
+    wait_until(
+        lambda: len([e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"]) == 2
+    )
+    marker = user_message(thread_id, tutor, "marker")
+    tap.publish(marker, key=thread_id)
+    wait_until(
+        lambda: len([e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"]) == 3
+    )
+    texts = [m.content[0].text.value for m in  # type: ignore[union-attr]
+             client.beta.threads.messages.list(thread_id=thread_id, order="asc").data]  # fmt: skip
+    assert texts == ["from billing", "Echo: from billing", "from support", "Echo: from support",
+                     "marker", "Echo: marker"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("record", "reason"),
     [

@@ -38,20 +38,23 @@ async def create(
     body: MessageCreate,
     *,
     cause: str | None = None,
-    source_event_id: str | None = None,
+    source: tuple[str, str] | None = None,
 ) -> Message:
-    """Append a finished message (user-written or injected) to the thread."""
+    """Append a finished message (user-written or injected) to the thread; `source` is the
+    (source, id) of the inbound event that brought it, if one did."""
+    source_name, source_id = source or (None, None)
     row = await conn.fetchrow(
         "INSERT INTO messages (id, thread_id, status, completed_at, role, content, attachments,"
-        " metadata, source_event_id) VALUES ($1, $2, 'completed', epoch_now(), $3, $4, $5, $6, $7)"
-        " RETURNING *",
+        " metadata, source_event_source, source_event_id)"
+        " VALUES ($1, $2, 'completed', epoch_now(), $3, $4, $5, $6, $7, $8) RETURNING *",
         new_id("msg"),
         thread_id,
         body.role,
         content_parts(body.content),
         [a.model_dump(mode="json") for a in body.attachments or []],
         body.metadata or {},
-        source_event_id,
+        source_name,
+        source_id,
     )
     assert row is not None
     message = render(dict(row))
