@@ -30,6 +30,7 @@ from bench.harness import percentile, running
 from services.tool_executor.bwrap import Limits
 from services.tool_executor.sandbox import Sandbox
 from tests.fakes.model_server import ScriptedModelServer
+from tests.system import API_KEY
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK's Assistants notice
 
@@ -106,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {"THREADBUS_SANDBOX_SPARES": str(args.spares), "THREADBUS_SANDBOX_TIMEOUT_SECONDS": "60"}
     with running(keep=args.keep, env=env) as bench:
-        client = OpenAI(base_url=bench.system.api_url, api_key="bench-key")
+        client = OpenAI(base_url=bench.system.api_url, api_key=API_KEY)
         tools = [{"type": "code_interpreter"}]
         assistant = client.beta.assistants.create(model="gpt-4o", tools=tools)  # type: ignore[list-item]
         warmup = client.beta.threads.create()

@@ -15,6 +15,7 @@ import warnings
 from openai import OpenAI
 
 from bench.harness import percentile, running
+from tests.system import API_KEY
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK's Assistants notice
 
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and logs)")
     args = parser.parse_args()
     with running(keep=args.keep) as bench:
-        client = OpenAI(base_url=bench.system.api_url, api_key="bench-key")
+        client = OpenAI(base_url=bench.system.api_url, api_key=API_KEY)
         latencies: list[float] = []
         for n in range(args.runs + 1):
             text = f"latency probe {n}"

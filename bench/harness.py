@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import Infrastructure, System
+from tests.system import HEADERS, Infrastructure, System
 
 
 @dataclass
@@ -47,7 +47,7 @@ def running(*, keep: bool = False, env: dict[str, str] | None = None) -> Iterato
         created = httpx.post(
             f"{system.api_url}/assistants",
             json={"name": "Bench", "model": "gpt-4o"},
-            headers={"OpenAI-Beta": "assistants=v2", "Authorization": "Bearer bench-key"},
+            headers=HEADERS,
             timeout=30,
         )
         created.raise_for_status()

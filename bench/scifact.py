@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 from openai import OpenAI
 
 from bench.harness import percentile, running
+from tests.system import API_KEY
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 BATCH = 500
@@ -110,10 +112,15 @@ def _client(base_url: str | None, keep: bool) -> Iterator[OpenAI]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         if base_url:
-            yield OpenAI(base_url=base_url, api_key="bench", max_retries=5, timeout=120)
+            yield OpenAI(
+                base_url=base_url,
+                api_key=os.environ.get("THREADBUS_API_KEY", "none"),
+                max_retries=5,
+                timeout=120,
+            )
             return
         with running(keep=keep) as bench:
-            yield OpenAI(base_url=bench.system.api_url, api_key="bench", max_retries=5, timeout=120)
+            yield OpenAI(base_url=bench.system.api_url, api_key=API_KEY, max_retries=5, timeout=120)
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from openai import OpenAI
 from bench.harness import percentile
 from bench.scifact import DATA, load
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import Infrastructure, System
+from tests.system import API_KEY, Infrastructure, System
 
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
 
@@ -157,7 +157,7 @@ def main() -> None:
         system.wait_healthy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            client = OpenAI(base_url=system.api_url, api_key="bench", max_retries=3, timeout=120)
+            client = OpenAI(base_url=system.api_url, api_key=API_KEY, max_retries=3, timeout=120)
         store_id = args.store
         if store_id is None:
             store_id, seconds = ingest(client, texts, args.files, args.chunks_per_file)

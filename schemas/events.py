@@ -37,6 +37,17 @@ class CloudEventBase(BaseModel):
 # --- inbound (threadbus.inbound) -------------------------------------------------------------
 
 
+class InboundBase(CloudEventBase):
+    """What every inbound event carries besides the CloudEvents attributes."""
+
+    project: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="The project the event acts in, by name (a CloudEvents extension"
+        " attribute); absent: the project `default`. Its thread and assistant must be that"
+        " project's.",
+    )
+
+
 class UserMessageData(RequestModel):
     """A user's message for the thread named by `subject`; queues a run of `assistant_id`."""
 
@@ -49,7 +60,7 @@ class UserMessageData(RequestModel):
     run: RunOptions | None = Field(default=None, description="Per-run overrides.")
 
 
-class UserMessage(CloudEventBase):
+class UserMessage(InboundBase):
     """`threadbus.user_message`: append a user message and run the assistant."""
 
     type: Literal["threadbus.user_message"]
@@ -61,10 +72,10 @@ class SubmitToolOutputsData(RequestModel):
     """Outputs for every pending tool call of a run."""
 
     run_id: str
-    tool_outputs: list[ToolOutput]
+    tool_outputs: Annotated[list[ToolOutput], Field(max_length=128)]
 
 
-class SubmitToolOutputs(CloudEventBase):
+class SubmitToolOutputs(InboundBase):
     """`threadbus.submit_tool_outputs`: answer a run in `requires_action`."""
 
     type: Literal["threadbus.submit_tool_outputs"]
@@ -78,7 +89,7 @@ class CancelRunData(RequestModel):
     run_id: str
 
 
-class CancelRun(CloudEventBase):
+class CancelRun(InboundBase):
     """`threadbus.cancel_run`: cancel an active run."""
 
     type: Literal["threadbus.cancel_run"]

@@ -110,9 +110,9 @@ TokenLimit = Annotated[int, Field(ge=256)]
 class RunOptions(RequestModel):
     """Per-run overrides shared by the HTTP API and inbound `threadbus.user_message` events."""
 
-    model: str | None = None
-    instructions: str | None = None
-    additional_instructions: str | None = None
+    model: Annotated[str, StringConstraints(max_length=256)] | None = None
+    instructions: Annotated[str, StringConstraints(max_length=256_000)] | None = None
+    additional_instructions: Annotated[str, StringConstraints(max_length=256_000)] | None = None
     tools: Annotated[list[Tool], Field(max_length=20)] | None = None
     metadata: Metadata | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -150,7 +150,7 @@ class ToolOutput(RequestModel):
 class SubmitToolOutputsBody(RequestModel):
     """Body of `POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs`."""
 
-    tool_outputs: list[ToolOutput]
+    tool_outputs: Annotated[list[ToolOutput], Field(max_length=128)]
     stream: bool | None = None
 
 

@@ -11,9 +11,9 @@ import pytest
 from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
-from tests.fakes.webhook import SECRET, WebhookServer
+from tests.fakes.webhook import SECRET, SHIP_SECRET, WebhookServer
 from tests.kafka_tap import KafkaTap
-from tests.system import Infrastructure, System
+from tests.system import API_KEY, Infrastructure, System
 
 PLUGIN_SITE = Path(__file__).parent / "fakes" / "plugin_site"
 
@@ -84,7 +84,13 @@ def system(
                 "record_start",
             )
         ),
-        "THREADBUS_FUNCTION_WEBHOOKS": json.dumps({"ship_order": f"{webhook.url}/ship_order"}),
+        "THREADBUS_FUNCTION_WEBHOOKS": json.dumps(
+            {
+                "ship_order": {"url": f"{webhook.url}/ship_order", "secret": SHIP_SECRET},
+                "redirecting": f"{webhook.url}/redirect",
+                "huge": f"{webhook.url}/huge",
+            }
+        ),
         "THREADBUS_WEBHOOK_SECRET": SECRET,
         "THREADBUS_TEST_CALL_LOG": str(workdir / "calls.log"),
     }
@@ -106,7 +112,7 @@ def client(system: System) -> Iterator[OpenAI]:
     """The official SDK, validating every response strictly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        sdk = OpenAI(base_url=system.api_url, api_key="test-key", _strict_response_validation=True)
+        sdk = OpenAI(base_url=system.api_url, api_key=API_KEY, _strict_response_validation=True)
     yield sdk
     sdk.close()
 

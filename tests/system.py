@@ -8,6 +8,7 @@ Apache Kafka), for machines that have Docker.
 import asyncio
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +33,17 @@ FAST_ENGINE = {
     "THREADBUS_SANDBOX_TIMEOUT_SECONDS": "4",
     "THREADBUS_SANDBOX_DISK_BYTES": str(40 * 1024 * 1024),
     "THREADBUS_SANDBOX_FILE_BYTES": str(16 * 1024 * 1024),
+    # Tests and benchmarks drive one key hard; tests/e2e/test_limits.py sets its own limits.
+    "THREADBUS_RATE_LIMIT_PER_MINUTE": "0",
 }
 """Short leases and sweeps so that crash and re-drive tests take seconds."""
+
+API_KEY = "tb-" + secrets.token_urlsafe(32)
+"""The suite's API key (project `default`), stored by `System.start`: the suite runs with keys
+on, as an operator's deployment does."""
+
+HEADERS = {"OpenAI-Beta": "assistants=v2", "Authorization": f"Bearer {API_KEY}"}
+"""What a raw HTTP request to the Assistants endpoints carries."""
 
 
 class Infrastructure:
@@ -118,7 +128,14 @@ class System:
         return f"http://127.0.0.1:{self.api_port}/v1"
 
     def spawn(self, name: str, *, label: str | None = None, **extra: str) -> ServiceProcess:
-        """Start one more process of a service (`label` tells apart replicas)."""
+        """Start one more process of a service (`label` tells apart replicas).
+
+        Tests end the extra consumer processes they start with SIGKILL, not SIGTERM: a
+        graceful stop leaves the consumer group, and a leave while other members join (with
+        a killed member not yet expired) can wedge the embedded broker's group for good
+        (README, "When the embedded broker restarts"). A kill is what the system must
+        survive anyway.
+        """
         env = service_env(name, self.infra.database_url, self.infra.bootstrap, self.env)
         env["THREADBUS_HEALTH_PORT"] = str(free_port())
         env.update(extra)
@@ -130,6 +147,7 @@ class System:
 
     def start(self) -> "System":
         """Start every service and wait until a run would start at once (`/readyz`)."""
+        self.store_key(API_KEY, "default")
         for name in SERVICES:
             self.spawn(name)
         self.wait_healthy()
@@ -158,6 +176,20 @@ class System:
         """SIGTERM every service."""
         for process in self.services.values():
             process.stop()
+
+    def store_key(self, key: str, project: str) -> None:
+        """Store a known key for a project, as `threadbus keys create` would store a random one
+        (idempotent)."""
+        from services.core import keys
+        from services.core.ids import new_id
+
+        self.sql(
+            "WITH p AS (INSERT INTO projects (id, name) VALUES ($1, $2) ON CONFLICT (name)"
+            " DO UPDATE SET name = EXCLUDED.name RETURNING id)"
+            " INSERT INTO api_keys (id, project_id, hash, redacted) SELECT $3, p.id, $4, $5"
+            " FROM p ON CONFLICT (hash) DO NOTHING",
+            new_id("proj"), project, new_id("key"), keys.digest(key), keys.redact(key),
+        )  # fmt: skip
 
     def sql(self, query: str, *args: Any) -> list[dict[str, Any]]:
         """Run one statement against the system's database (from a synchronous test)."""

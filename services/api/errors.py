@@ -84,7 +84,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ThreadbusError)
     async def _threadbus(_: Request, exc: ThreadbusError) -> JSONResponse:
-        return error_response(exc.status, exc.body())
+        response = error_response(exc.status, exc.body())
+        if exc.status == 429:
+            response.headers["retry-after"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,9 @@ from starlette.responses import Response
 
 from schemas import topics
 from schemas.runs import Run
+from services.api import limits
 from services.api.routes import out
+from services.core import bus
 from services.core.outbox import DROPPED, OUTBOX_ID_HEADER, high_water
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class RunStream:
 
     def __init__(self, bootstrap: str):
         self._consumer = AIOKafkaConsumer(
+            **bus.client_options(),
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -61,6 +65,8 @@ class RunStream:
             fetch_max_wait_ms=20,  # a stream wants each event as soon as it is there
         )
         self._started = False
+        self._release = limits.claim_stream()
+        weakref.finalize(self, self._release)  # also when the response never started
 
     async def open_at_end(self, thread_id: str) -> None:
         """Start at the end of the thread's partition: what is published from now on."""
@@ -109,6 +115,7 @@ class RunStream:
 
     async def close(self) -> None:
         """Disconnect, even while the request is being cancelled (a client went away)."""
+        self._release()
         if self._started:
             self._started = False
             with anyio.CancelScope(shield=True), contextlib.suppress(KafkaError, OSError):

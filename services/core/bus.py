@@ -1,15 +1,26 @@
 """Kafka with safe defaults: producers, FastStream brokers, subscriber options, topics."""
 
 import asyncio
+import functools
 import logging
-from typing import Any
+import ssl
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
 from faststream.message import StreamMessage
+from faststream.security import (
+    BaseSecurity,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
 
@@ -24,9 +35,62 @@ long even when records are ready, which adds up over the hops of a run; 100 ms k
 latency low at the cost of a few more idle fetches."""
 
 
+class KafkaSecurity(BaseSettings):
+    """How every Kafka client of this process authenticates: TLS and SASL (PLAIN or SCRAM).
+
+    Read from the environment (`THREADBUS_KAFKA_*`; on Kubernetes the password and keys come
+    from the Secret) by every client the process makes: producers, consumers, the FastStream
+    broker, stream readers and the admin client.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="THREADBUS_KAFKA_", env_file=".env",
+                                      extra="ignore")  # fmt: skip
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: str | None = Field(default=None, description="CA bundle; unset: the system's.")
+    ssl_certfile: str | None = Field(default=None, description="Client certificate (mTLS).")
+    ssl_keyfile: str | None = Field(default=None, description="Its private key (mTLS).")
+
+    def faststream(self) -> BaseSecurity | None:
+        """The same, as a FastStream broker takes it."""
+        use_ssl = self.security_protocol in ("SSL", "SASL_SSL")
+        context = self._ssl_context() if use_ssl else None
+        if self.security_protocol in ("PLAINTEXT", "SSL"):
+            return BaseSecurity(ssl_context=context, use_ssl=True) if use_ssl else None
+        sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256,
+                "SCRAM-SHA-512": SASLScram512}[self.sasl_mechanism]  # fmt: skip
+        return sasl(
+            username=self.sasl_username,
+            password=self.sasl_password.get_secret_value(),
+            ssl_context=context,
+            use_ssl=use_ssl,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+
+@functools.cache
+def security() -> KafkaSecurity:
+    """This process's Kafka security settings."""
+    return KafkaSecurity()
+
+
+def client_options() -> dict[str, Any]:
+    """The security keyword arguments of an aiokafka client (none for PLAINTEXT)."""
+    return parse_security(security().faststream())
+
+
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas; no idempotence (brokers vary)."""
     return AIOKafkaProducer(
+        **client_options(),
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
@@ -50,6 +114,7 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
     """A FastStream broker whose publishers wait for all in-sync replicas."""
     return KafkaBroker(
         bootstrap,
+        security=security().faststream(),
         client_id=client_id,
         acks="all",
         enable_idempotence=False,
@@ -124,7 +189,9 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
 
 async def create_topics(bootstrap: str, partitions: int, *, attempts: int = 60) -> list[str]:
     """Create every Threadbus topic that is missing; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="threadbus-admin")
+    admin = AIOKafkaAdminClient(
+        **client_options(), bootstrap_servers=bootstrap, client_id="threadbus-admin"
+    )
     for attempt in range(attempts):
         try:
             await admin.start()

@@ -1,4 +1,4 @@
-"""The `threadbus` command: up, migrate, create-topics, export, ingest."""
+"""The `threadbus` command: up, migrate, create-topics, keys, export, ingest."""
 
 import argparse
 import asyncio
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.core import bus, db
+from services.core import bus, db, keys
 from services.core.store import archive
 
 
@@ -42,6 +42,28 @@ async def _export(thread_id: str, events: bool) -> int:
     return 0
 
 
+async def _keys(args: argparse.Namespace) -> int:
+    conn = await db.connect(_env("database_url"))
+    try:
+        if args.action == "create":
+            _, key = await keys.create(conn, args.project)
+            print(key)  # alone on stdout, for scripts; shown this once
+            return 0
+        if args.action == "revoke":
+            if await keys.revoke(conn, args.key_id):
+                print(f"revoked {args.key_id}")
+                return 0
+            print(f"threadbus: no live key {args.key_id!r}", file=sys.stderr)
+            return 1
+        for info in await keys.listing(conn):
+            state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
+            print(f"{info.id}  {info.project}  {info.redacted}  "
+                  f"created {info.created_at:%Y-%m-%d %H:%M}  {state}")  # fmt: skip
+        return 0
+    finally:
+        await conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console command."""
     parser = argparse.ArgumentParser(prog="threadbus", description=__doc__)
@@ -49,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the whole system (embedded Postgres and Kafka if not set)")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("create-topics", help="create the Kafka topics")
+    key_cmd = sub.add_parser("keys", help="create, list and revoke API keys")
+    key_sub = key_cmd.add_subparsers(dest="action", required=True)
+    create = key_sub.add_parser("create", help="print a new key (shown only this once)")
+    create.add_argument("--project", required=True, help="the project the key acts in")
+    key_sub.add_parser("list", help="every key: id, project, redacted key, state")
+    revoke = key_sub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", help="the key's id (key_...), from `threadbus keys list`")
     export = sub.add_parser("export", help="print a thread's archived transcript as JSONL")
     export.add_argument("thread_id")
     export.add_argument("--events", action="store_true", help="every archived event instead")
@@ -79,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"created {len(created)} topic(s)")
         return 0
+    if args.command == "keys":
+        return asyncio.run(_keys(args))
     if args.command == "ingest":
         from services.core.folder_ingest import ingest as run_ingest
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -36,11 +37,18 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
-    """The process's pool, with JSON columns decoded to Python values."""
+async def create_pool(
+    dsn: str,
+    *,
+    size: int = 10,
+    setup: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """The process's pool, with JSON columns decoded to Python values; `setup` runs on every
+    acquire."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, init=_init_connection, timeout=10, command_timeout=60
-    )
+        dsn, min_size=1, max_size=size, init=_init_connection, setup=setup, timeout=10,
+        command_timeout=60,
+    )  # fmt: skip
     assert pool is not None
     return pool
 

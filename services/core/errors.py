@@ -44,3 +44,10 @@ class PayloadTooLarge(ThreadbusError):
 
     status = 413
     type = "invalid_request_error"
+
+
+class RateLimited(ThreadbusError):
+    """Over a per-key limit (429; the SDKs wait `retry-after` and try again)."""
+
+    status = 429
+    type = "requests"

@@ -7,7 +7,20 @@ from typing import Literal
 _ALPHABET = string.ascii_letters + string.digits
 
 Prefix = Literal[
-    "asst", "thread", "msg", "run", "step", "call", "evt", "cmd", "dlq", "file", "vs", "vsfb"
+    "asst",
+    "thread",
+    "msg",
+    "run",
+    "step",
+    "call",
+    "evt",
+    "cmd",
+    "dlq",
+    "file",
+    "vs",
+    "vsfb",
+    "proj",
+    "key",
 ]
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import openai
 
+from services.core import redaction
+
 log = logging.getLogger(__name__)
 
 NOT_CONFIGURED = (
@@ -60,12 +62,17 @@ class ModelClient:
         self.base_url = base_url or "https://api.openai.com/v1"
         self._retries = max_retries
         self._backoff = backoff
+        self._secrets = [api_key]
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=api_key or "unused",
             timeout=timeout,
             max_retries=0,
         )
+
+    def _clean(self, text: str) -> str:
+        """A provider's words with our key and anything credential-shaped taken out."""
+        return redaction.clean(text, self._secrets)
 
     async def close(self) -> None:
         """Release the HTTP connections."""
@@ -91,16 +98,18 @@ class ModelClient:
                         if isinstance(exc, openai.RateLimitError)
                         else "server_error"
                     )
-                    raise ModelFailure(code, f"The model endpoint failed: {exc}") from exc
+                    failed = self._clean(f"The model endpoint failed: {exc}")
+                    raise ModelFailure(code, failed) from exc
                 delay = self._backoff * 2**attempt
-                log.warning("model call failed (%s); retry %d in %.1fs", exc, attempt + 1, delay)
+                log.warning("model call failed (%s); retry %d in %.1fs", self._clean(str(exc)),
+                            attempt + 1, delay)  # fmt: skip
                 await asyncio.sleep(delay)
             except openai.APIStatusError as exc:
                 refused: FailureCode = (
                     "invalid_prompt" if exc.status_code == 400 else "server_error"
                 )
                 raise ModelFailure(
-                    refused, f"The model endpoint refused the request: {exc}"
+                    refused, self._clean(f"The model endpoint refused the request: {exc}")
                 ) from exc
         raise AssertionError("unreachable")
 

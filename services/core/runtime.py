@@ -14,7 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from services.core import bus, db
+from services.core import bus, db, projects
 from services.core.consuming import Consumer
 from services.core.health import HealthServer
 from services.core.outbox import Relay
@@ -149,9 +149,15 @@ async def periodic(seconds: float, action: Callable[[], Awaitable[object]], name
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: CoreSettings, *, health: bool = True) -> AsyncIterator[Runtime]:
-    """Pool, producer, outbox relay and (for workers) the probe server; closed on exit."""
-    pool = await db.create_pool(settings.database_url, size=settings.db_pool_size)
+async def open_runtime(
+    settings: CoreSettings, *, health: bool = True, scoped: bool = False
+) -> AsyncIterator[Runtime]:
+    """Pool, producer, outbox relay and (for workers) the probe server; closed on exit.
+
+    `scoped` (the API): every pooled connection acts in the current request's project.
+    """
+    setup = projects.scope_to_current if scoped else None
+    pool = await db.create_pool(settings.database_url, size=settings.db_pool_size, setup=setup)
     producer = bus.make_producer(settings.kafka_bootstrap_servers, settings.service_name)
     await producer.start()
     await bus.learn_topics(producer)

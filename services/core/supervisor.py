@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core import bus, db
+from services.core import bus, db, keys
 from services.core.embedded import EmbeddedKafka, EmbeddedPostgres
 
 log = logging.getLogger("threadbus.up")
@@ -32,6 +32,8 @@ class UpSettings(BaseSettings):
     kafka_bootstrap_servers: str | None = None
     data_dir: Path = Path(".threadbus")
     api_port: int = 8000
+    api_host: str = "127.0.0.1"
+    allow_unauthenticated_network_access: bool = False
     partitions: int = 8
     embedded_postgres_port: int = Field(default=54329)
     embedded_kafka_port: int = Field(default=59092)
@@ -101,12 +103,26 @@ def service_env(
     return env
 
 
-async def prepare(database_url: str, bootstrap: str, partitions: int) -> None:
-    """Apply migrations and create topics."""
+async def prepare(database_url: str, bootstrap: str, partitions: int) -> bool:
+    """Apply migrations and create topics; returns whether API keys exist."""
     applied = await db.migrate(database_url)
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
     await bus.create_topics(bootstrap, partitions)
+    conn = await db.connect(database_url)
+    try:
+        return await keys.any_exist(conn)
+    finally:
+        await conn.close()
+
+
+def _access(host: str, with_keys: bool) -> str:
+    if with_keys:
+        return f"API keys required (Authorization: Bearer ...); listening on {host}"
+    if keys.is_loopback(host):
+        return (f"no API keys: open, on loopback ({host}) only;"
+                " `threadbus keys create --project NAME` turns keys on")  # fmt: skip
+    return f"no API keys: OPEN to anyone who reaches {host} (allowed by setting)"
 
 
 def up() -> int:
@@ -135,7 +151,13 @@ def up() -> int:
         if bootstrap is None:
             kafka = EmbeddedKafka(settings.embedded_kafka_port, data_dir / "kafka.log")
             bootstrap = kafka.start()
-        asyncio.run(prepare(database_url, bootstrap, settings.partitions))
+        with_keys = asyncio.run(prepare(database_url, bootstrap, settings.partitions))
+        refusal = asyncio.run(keys.check_exposure(
+            database_url, settings.api_host, settings.allow_unauthenticated_network_access
+        ))  # fmt: skip
+        if refusal:
+            print(refusal, file=sys.stderr, flush=True)
+            return 1
         base = dict(os.environ)
         for name in SERVICES:
             env = service_env(name, database_url, bootstrap, base, settings.health_port_base)
@@ -148,6 +170,7 @@ def up() -> int:
         print(
             f"\nThreadbus is up.\n"
             f"  API:     http://localhost:{settings.api_port}/v1  (GET /healthz)\n"
+            f"  Access:  {_access(settings.api_host, with_keys)}\n"
             f"  Model:   {model or 'none configured: set OPENAI_BASE_URL / OPENAI_API_KEY'}\n"
             f"  Data:    {data_dir}{'' if postgres else ' (Postgres: ' + database_url + ')'}\n"
             f"  Kafka:   {bootstrap}{' (embedded Tansu, in memory)' if kafka else ''}\n"

@@ -55,7 +55,9 @@ async def submit(
             f"Expected tool outputs for call_ids {expected!r}, got {got!r}", param="tool_outputs"
         )
     for output in outputs:
-        await toolcalls.store_output(conn, run_id, output.tool_call_id, output.output)
+        await toolcalls.store_output(
+            conn, run_id, output.tool_call_id, output.output, handler="client"
+        )
     cause = cause or await conn.fetchval("SELECT cause_event_id FROM runs WHERE id = $1", run_id)
     cause = cause or run_id
     await _close_step_if_answered(conn, pending[0].step_id, thread_id, cause)
@@ -84,7 +86,7 @@ async def accept_result(
     except NotFound:
         return False
     stored = await toolcalls.store_output(
-        conn, run_id, call_id, output, is_error=is_error, details=details
+        conn, run_id, call_id, output, handler="server", is_error=is_error, details=details
     )
     if stored is None:
         return False

@@ -49,7 +49,8 @@ async def on_tool_result(message: KafkaMessage, runtime: RuntimeDep) -> None:
                 result.is_error, result.details,
             )  # fmt: skip
         if not stored:
-            log.debug("result for %s/%s was stored before", result.run_id, result.tool_call_id)
+            log.info("result for %s/%s not stored: answered before, or not a server-side call",
+                     result.run_id, result.tool_call_id)  # fmt: skip
 
     consumer = runtime.consumer(topics.GROUP_RUN_POLLER_RESULTS)
     await consumer.handle(message, json_model(ToolCallResult), store)

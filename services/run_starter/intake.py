@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.events import INBOUND, CancelRun, DeadLetter, SubmitToolOutputs, UserMessage
 from schemas.requests import MessageCreate, RunOptions
-from services.core import cancel, outbox, toolflow
-from services.core.errors import ThreadbusError
+from services.core import cancel, outbox, projects, toolflow
+from services.core.errors import InvalidRequest, ThreadbusError
 from services.core.ids import new_id
 from services.core.store import assistants, messages, runs, threads
 
@@ -54,6 +54,7 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
             return "rejected"
         try:
             async with conn.transaction():
+                await _act_in_project(conn, event.project)
                 await _apply(conn, event, expires_seconds)
         except ThreadbusError as err:
             code = err.code or "invalid_request"
@@ -90,6 +91,15 @@ async def _first_time(conn: asyncpg.Connection, source: str, event_id: str) -> b
     return inserted is not None
 
 
+async def _act_in_project(conn: asyncpg.Connection, name: str | None) -> None:
+    """Scope the event's transaction to its project, as an API request with its key would be:
+    another project's thread or assistant is not there."""
+    project_id = await projects.id_of(conn, name or projects.DEFAULT_NAME)
+    if project_id is None:
+        raise InvalidRequest(f"No project named {name!r}.", param="project")
+    await projects.act_in(conn, project_id)
+
+
 async def _apply(
     conn: asyncpg.Connection,
     event: UserMessage | SubmitToolOutputs | CancelRun,
@@ -99,11 +109,13 @@ async def _apply(
         case UserMessage():
             await _user_message(conn, event, expires_seconds)
         case SubmitToolOutputs():
+            await threads.get(conn, event.subject)  # NotFound for another project's
             data = event.data
             await toolflow.submit(
                 conn, event.subject, data.run_id, data.tool_outputs, cause=event.id
             )
         case CancelRun():
+            await threads.get(conn, event.subject)
             await cancel.request(
                 conn, event.subject, event.data.run_id,
                 expires_seconds=expires_seconds, cause=event.id,

@@ -35,7 +35,9 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
     """Load the handlers, advertise them, and answer calls until shutdown."""
     async with (
         open_runtime(settings) as runtime,
-        httpx.AsyncClient(timeout=settings.function_timeout_seconds) as client,
+        httpx.AsyncClient(
+            timeout=settings.function_timeout_seconds, follow_redirects=False
+        ) as client,
         open_embedder(settings) as embedder,
     ):
         handlers = load_handlers(
@@ -44,6 +46,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             secret=settings.webhook_secret,
             timeout=settings.function_timeout_seconds,
             client=client,
+            max_response_bytes=settings.webhook_max_response_bytes,
         )
         sessions, unavailable = open_sessions(settings)
         code = CodeInterpreter(

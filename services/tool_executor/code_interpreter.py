@@ -41,12 +41,14 @@ _GIVEN = """
           AND a -> 'tools' @> '[{"type": "code_interpreter"}]'
     )
     SELECT DISTINCT ON (f.id) f.id, f.filename, f.blob_key, f.bytes, g.source, g.rank
-    FROM given AS g JOIN files AS f ON f.id = g.file_id
-    WHERE NOT f.id = ANY($3::text[]) AND (f.expires_at IS NULL OR f.expires_at > epoch_now())
+    FROM given AS g JOIN files AS f ON f.id = g.file_id JOIN threads AS t ON t.id = $2
+    WHERE f.project_id = t.project_id AND NOT f.id = ANY($3::text[])
+      AND (f.expires_at IS NULL OR f.expires_at > epoch_now())
     ORDER BY f.id, g.source, g.rank
 """
 """The files given to the run's assistant and thread, then those attached to the thread's
-messages for code_interpreter, except those already in place (one round trip per call)."""
+messages for code_interpreter, except those already in place; only the thread's project's
+files (one round trip per call)."""
 
 
 @dataclass(frozen=True)

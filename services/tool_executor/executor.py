@@ -50,9 +50,11 @@ class Executor:
         key = f"{order.run_id}/{order.tool_call_id}"
         async with self._pool.acquire() as conn:
             recorded = await conn.fetchrow(
-                "SELECT output IS NOT NULL AS answered, EXISTS (SELECT 1 FROM processed_events"
-                " WHERE consumer = $3 AND event_id = $4) AS published"
-                " FROM tool_calls WHERE run_id = $1 AND id = $2",
+                "SELECT c.output IS NOT NULL AS answered, c.handler, c.type, c.name, c.arguments,"
+                " c.thread_id, r.status = 'in_progress' AS waiting, EXISTS (SELECT 1"
+                " FROM processed_events WHERE consumer = $3 AND event_id = $4) AS published"
+                " FROM tool_calls AS c JOIN runs AS r ON r.id = c.run_id"
+                " WHERE c.run_id = $1 AND c.id = $2",
                 order.run_id,
                 order.tool_call_id,
                 CONSUMER,
@@ -60,8 +62,17 @@ class Executor:
             )
         if recorded is None or recorded["answered"]:
             return  # the run is gone, or the result is recorded: never recompute it
+        if recorded["handler"] != "server" or not recorded["waiting"]:
+            log.warning("call %s is not a server-side call its run waits for; not running it", key)
+            return
         if recorded["published"]:
             return  # the result is on its way to the run-poller
+        # What runs is what the model asked for, as the run-poller stored it: a record names
+        # the call, and nothing it says about the function or its arguments is trusted.
+        order = order.model_copy(update={
+            "thread_id": recorded["thread_id"], "tool_type": recorded["type"],
+            "name": recorded["name"], "arguments": recorded["arguments"],
+        })  # fmt: skip
         answer = self._answers.get(key)  # answered before, but the result was not recorded
         if answer is None:
             if key in self._running or not await self._claim(order):
@@ -99,7 +110,7 @@ class Executor:
         async with self._pool.acquire() as conn:
             claimed = await conn.fetchval(
                 "UPDATE tool_calls t SET started_by = $3, started_at = now()"
-                " WHERE t.run_id = $1 AND t.id = $2 AND t.output IS NULL"
+                " WHERE t.run_id = $1 AND t.id = $2 AND t.output IS NULL AND t.handler = 'server'"
                 " AND (t.started_by IS NULL OR t.started_by = $3 OR NOT EXISTS ("
                 "   SELECT 1 FROM workers w WHERE w.owner = t.started_by"
                 "   AND w.heartbeat_at > now() - make_interval(secs => $4)))"

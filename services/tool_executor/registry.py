@@ -8,12 +8,13 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 import httpx
+from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +84,61 @@ class PythonHandler:
         return _as_text(result)
 
 
+REPLAY_WINDOW_SECONDS = 300
+"""How old (or how far ahead) a signed webhook request may be and still be accepted."""
+
+
+def signed_part(timestamp: str, call_id: str, function: str, body: bytes) -> bytes:
+    """What the signature covers: `v1:<timestamp>:<tool call id>:<function>:` then the body."""
+    return f"v1:{timestamp}:{call_id}:{function}:".encode() + body
+
+
+def signature(secret: str, timestamp: str, call_id: str, function: str, body: bytes) -> str:
+    """The `X-Threadbus-Signature` value of a webhook request: `v1=<hex HMAC-SHA256>`."""
+    digest = hmac.new(secret.encode(), signed_part(timestamp, call_id, function, body),
+                      hashlib.sha256)  # fmt: skip
+    return f"v1={digest.hexdigest()}"
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    window: float = REPLAY_WINDOW_SECONDS,
+) -> bool:
+    """What a webhook receiver runs on each request: the signature matches (compared in
+    constant time) and the timestamp is within `window` seconds of now. A receiver should
+    also drop a repeated `Idempotency-Key` it has answered, to make a replay inside the window
+    harmless; header names are matched case-insensitively."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get("x-threadbus-timestamp", "")
+    if not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > window:
+        return False
+    expected = signature(secret, timestamp, lower.get("x-threadbus-tool-call-id", ""),
+                         lower.get("x-threadbus-function", ""), body)  # fmt: skip
+    return hmac.compare_digest(expected, lower.get("x-threadbus-signature", ""))
+
+
 @dataclass
 class WebhookHandler:
     """POSTs the arguments (JSON) to a URL; the response body is the output.
 
     Headers: `Idempotency-Key` (the same for every attempt at one call), `X-Threadbus-Tool-Call-Id`,
-    `X-Threadbus-Function`, `X-Threadbus-Timestamp`, and `X-Threadbus-Signature: sha256=<hex HMAC
-    of "<timestamp>.<body>">` when a secret is set.
+    `X-Threadbus-Run-Id`, `X-Threadbus-Function`, `X-Threadbus-Timestamp`, and, with a secret,
+    `X-Threadbus-Signature` (see `signature`; receivers check it with `verify`). Redirects are
+    not followed; a response must be 2xx, arrive within the timeout and stay under
+    `max_response_bytes`.
     """
 
     url: str
     client: httpx.AsyncClient
     secret: str
     timeout: float
+    max_response_bytes: int = 512_000
     kind: str = "webhook"
 
     async def __call__(self, arguments: str, call: ToolCall) -> str:
@@ -110,21 +153,39 @@ class WebhookHandler:
             "X-Threadbus-Timestamp": timestamp,
         }
         if self.secret:
-            digest = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-            headers["X-Threadbus-Signature"] = f"sha256={digest.hexdigest()}"
+            headers["X-Threadbus-Signature"] = signature(
+                self.secret, timestamp, call.tool_call_id, call.name, body
+            )
         try:
-            response = await self.client.post(self.url, content=body, headers=headers)
+            request = self.client.build_request("POST", self.url, content=body, headers=headers)
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                if response.is_redirect:
+                    raise HandlerError(
+                        f"the webhook answered HTTP {response.status_code} (a redirect, which"
+                        " is not followed)"
+                    )
+                if not response.is_success:
+                    raise HandlerError(f"the webhook answered HTTP {response.status_code}")
+                received = bytearray()
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+                    if len(received) > self.max_response_bytes:
+                        raise HandlerError(
+                            f"the webhook's answer is larger than {self.max_response_bytes} bytes"
+                        )
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             raise HandlerError(f"the webhook could not be reached: {exc}") from exc
-        if response.is_error:
-            raise HandlerError(f"the webhook answered HTTP {response.status_code}")
-        return response.text
+        return received.decode(response.encoding or "utf-8", errors="replace")
 
 
-def signature(secret: str, timestamp: str, body: bytes) -> str:
-    """The `X-Threadbus-Signature` value a webhook receiver should expect."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"sha256={digest.hexdigest()}"
+class WebhookTarget(BaseModel):
+    """One webhook of `THREADBUS_FUNCTION_WEBHOOKS`: its URL and its own secret."""
+
+    url: str
+    secret: str | None = None
 
 
 def _load(target: str) -> Callable[..., Any]:
@@ -140,10 +201,11 @@ def _load(target: str) -> Callable[..., Any]:
 def load_handlers(
     *,
     functions: str,
-    webhooks: dict[str, str],
+    webhooks: Mapping[str, str | WebhookTarget],
     secret: str,
     timeout: float,
     client: httpx.AsyncClient,
+    max_response_bytes: int = 512_000,
 ) -> dict[str, Handler]:
     """Every handler this process offers, by function name (settings win over entry points)."""
     handlers: dict[str, Handler] = {}
@@ -158,6 +220,8 @@ def load_handlers(
         name, _, target = pair.partition("=")
         fn = _load(target.strip())
         handlers[name.strip()] = PythonHandler(fn, getattr(fn, "threadbus_timeout", timeout))
-    for name, url in webhooks.items():
-        handlers[name] = WebhookHandler(url, client, secret, timeout)
+    for name, given in webhooks.items():
+        hook = WebhookTarget(url=given) if isinstance(given, str) else given
+        own = hook.secret if hook.secret is not None else secret
+        handlers[name] = WebhookHandler(hook.url, client, own, timeout, max_response_bytes)
     return handlers

@@ -3,6 +3,7 @@
 from pydantic import Field
 
 from services.core.settings import CoreSettings
+from services.tool_executor.registry import WebhookTarget
 
 
 class Settings(CoreSettings):
@@ -15,12 +16,16 @@ class Settings(CoreSettings):
         description="Extra Python handlers: `name=module:attribute` pairs separated by `,`"
         " (besides the `threadbus.functions` entry points).",
     )
-    function_webhooks: dict[str, str] = Field(
+    function_webhooks: dict[str, str | WebhookTarget] = Field(
         default_factory=dict,
-        description='Webhook handlers as JSON: {"function_name": "https://host/path", ...}.',
+        description='Webhook handlers as JSON: {"function_name": "https://host/path", ...}, or'
+        ' {"function_name": {"url": "https://...", "secret": "its own key"}, ...}.',
     )
     webhook_secret: str = Field(
-        default="", description="HMAC-SHA256 key that signs webhook requests."
+        default="", description="HMAC-SHA256 key of the webhooks that have no secret of their own."
+    )
+    webhook_max_response_bytes: int = Field(
+        default=512_000, gt=0, description="Largest webhook answer; a larger one is an error."
     )
     function_timeout_seconds: float = Field(default=30.0, gt=0)
     workers: int = Field(

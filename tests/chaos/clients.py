@@ -8,6 +8,7 @@ import asyncpg
 import httpx
 
 from tests.sse import events
+from tests.system import HEADERS
 
 TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 
@@ -78,9 +79,7 @@ class StreamingClient:
     """
 
     def __init__(self, api_url: str, thread_id: str, assistant_id: str):
-        self._http = httpx.Client(
-            base_url=api_url, headers={"OpenAI-Beta": "assistants=v2"}, timeout=30
-        )
+        self._http = httpx.Client(base_url=api_url, headers=HEADERS, timeout=30)
         self._thread = thread_id
         self._assistant = assistant_id
         self.ids: list[str] = []

@@ -22,9 +22,9 @@ from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
 from tests.sse import read_all
-from tests.system import SERVICES, Infrastructure, System, answers, wait_until
+from tests.system import API_KEY, HEADERS, SERVICES, Infrastructure, System, answers, wait_until
 
-BETA = {"OpenAI-Beta": "assistants=v2"}
+BETA = HEADERS
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_a_broker_restart_loses_its_records_and_postgres_brings_the_runs_back(
     system.wait_healthy()
     wait_until(lambda: answers(f"{root}/readyz"), timeout=90)
     warnings.simplefilter("ignore", DeprecationWarning)
-    client = OpenAI(base_url=system.api_url, api_key="k", max_retries=5)
+    client = OpenAI(base_url=system.api_url, api_key=API_KEY, max_retries=5)
     assistant = client.beta.assistants.create(model="gpt-4o")
 
     def start(text: str) -> tuple[str, str]:

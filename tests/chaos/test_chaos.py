@@ -27,7 +27,7 @@ from schemas.runs import ACTIVE_STATUSES
 from tests.chaos.clients import Progress, StreamingClient, wait_for_turn
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
-from tests.system import Infrastructure, System, answers, wait_until
+from tests.system import HEADERS, Infrastructure, System, answers, wait_until
 
 KAFKA_THREADS, FUNCTION_THREADS, STREAMING_THREADS, TURNS = 40, 10, 10, 5
 KILL_EVERY_SECONDS = 2.0
@@ -128,7 +128,7 @@ def test_runs_survive_killed_services_and_a_postgres_restart(
     model.script("sunny in Oslo", reply="It is sunny in Oslo.")
     system.wait_healthy()
     wait_until(lambda: answers(system.api_url.removesuffix("/v1") + "/readyz"), timeout=90)
-    api = httpx.Client(base_url=system.api_url, headers={"OpenAI-Beta": "assistants=v2"})
+    api = httpx.Client(base_url=system.api_url, headers=HEADERS)
     plain = api.post("/assistants", json={"model": "gpt-4o"}).json()["id"]
     tools = [{"type": "function", "function": {"name": "lookup_weather",
                                                "parameters": {"type": "object"}}}]  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import System
+from tests.system import API_KEY, System
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
@@ -21,7 +21,7 @@ def test_math_tutor_through_the_node_sdk(system: System, model: ScriptedModelSer
     model.script("Node asks", reply="x = 1, because 3 * 1 + 11 = 14.")
     result = subprocess.run(
         [node, str(NODE_DIR / "math_tutor.mjs")],
-        env={**os.environ, "THREADBUS_URL": system.api_url},
+        env={**os.environ, "THREADBUS_URL": system.api_url, "THREADBUS_API_KEY": API_KEY},
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.system import System, wait_until
+from tests.system import HEADERS, System, wait_until
 
 
 def test_upload_retrieve_and_list_by_purpose(client: OpenAI) -> None:
@@ -89,7 +89,7 @@ def test_empty_and_oversized_uploads_are_refused(client: OpenAI, system: System)
     answer = httpx.post(
         f"{system.api_url}/files",
         content=chunked(),  # type: ignore[arg-type]
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        headers={**HEADERS, "Content-Type": f"multipart/form-data; boundary={boundary}"},
         timeout=60,
     )
     assert answer.status_code == 413
@@ -133,11 +133,12 @@ def test_form_fields_may_follow_the_file_part(system: System, client: OpenAI) ->
     answer = httpx.post(
         f"{system.api_url}/files",
         content=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        headers={**HEADERS, "Content-Type": f"multipart/form-data; boundary={boundary}"},
         timeout=30,
     )
     assert answer.status_code == 200, answer.text
     assert client.files.content(answer.json()["id"]).read() == b"file first"
-    not_multipart = httpx.post(f"{system.api_url}/files", json={"purpose": "assistants"})
+    not_multipart = httpx.post(f"{system.api_url}/files", json={"purpose": "assistants"},
+                               headers=HEADERS)  # fmt: skip
     assert not_multipart.status_code == 400
     assert not_multipart.json()["error"]["param"] == "file"

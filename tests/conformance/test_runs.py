@@ -24,7 +24,7 @@ import pytest
 from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import System
+from tests.system import API_KEY, System
 
 EXPIRES_SECONDS = 600
 POLL_AFTER_MS = 50
@@ -150,7 +150,7 @@ def test_s23_create_and_poll_uses_the_poll_helper_and_the_servers_interval(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         recorded = OpenAI(
-            base_url=str(client.base_url), api_key="test-key", http_client=http,
+            base_url=str(client.base_url), api_key=API_KEY, http_client=http,
             _strict_response_validation=True,
         )  # fmt: skip
     try:

@@ -173,6 +173,26 @@ def test_blobs_live_in_the_blob_store_not_on_volumes(overlay: str) -> None:
 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_kafka_client_can_get_tls_files_and_sasl_credentials(overlay: str) -> None:
+    docs = render(overlay)
+    for kind in ("Deployment", "Job"):
+        for name, workload in of_kind(docs, kind).items():
+            pod = workload["spec"]["template"]["spec"]
+            [tls] = [v for v in pod["volumes"] if v["name"] == "kafka-tls"]
+            assert tls["secret"] == {"secretName": "threadbus-kafka-tls", "optional": True}
+            for container in pod["containers"]:
+                mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+                assert mounts["kafka-tls"]["mountPath"] == "/etc/threadbus/kafka-tls", name
+                assert mounts["kafka-tls"]["readOnly"] is True
+                sources = {ref.get("secretRef", {}).get("name") for ref in container["envFrom"]}
+                assert "threadbus-secrets" in sources, f"{kind} {name}: no SASL credentials"
+    config = of_kind(docs, "ConfigMap")["threadbus-config"]["data"]
+    assert config["THREADBUS_KAFKA_SECURITY_PROTOCOL"] in {
+        "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}  # fmt: skip
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_embedding_threads_match_the_cpu_limit(overlay: str) -> None:
     # The local model starts one OpenMP thread per node core unless told otherwise, and a pod
     # with more busy threads than its CPU limit is throttled.

@@ -142,5 +142,5 @@ def test_a_run_poller_stopping_hands_its_runs_over_at_once(
         assert "handed 1 run(s) back" in system.log("poller-a" if holder is first else "poller-b")
     finally:
         for label in ("poller-a", "poller-b"):
-            system.services[label].stop()
+            system.services[label].kill()
         system.spawn("run_poller")

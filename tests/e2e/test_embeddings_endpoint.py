@@ -7,7 +7,7 @@ import pytest
 from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import System, answers, wait_until
+from tests.system import API_KEY, System, answers, wait_until
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_indexing_and_search_use_the_configured_endpoint(
             warnings.simplefilter("ignore", DeprecationWarning)
             client = OpenAI(
                 base_url=f"http://127.0.0.1:{port}/v1",
-                api_key="k",
+                api_key=API_KEY,
                 _strict_response_validation=True,
             )
         text = "Lighthouses guide ships along the rocky coast of Brittany."
@@ -48,5 +48,5 @@ def test_indexing_and_search_use_the_configured_endpoint(
         client.close()
     finally:
         api.stop()
-        indexer.stop()
+        indexer.kill()
         local_indexer.proc.send_signal(signal.SIGCONT)

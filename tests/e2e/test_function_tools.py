@@ -8,8 +8,9 @@ import openai
 import pytest
 from openai import OpenAI
 
+from services.tool_executor.registry import REPLAY_WINDOW_SECONDS, verify
 from tests.fakes.model_server import ScriptedModelServer
-from tests.fakes.webhook import WebhookServer
+from tests.fakes.webhook import SECRET, SHIP_SECRET, WebhookServer
 from tests.system import System, wait_until
 
 QUIZ_PROMPT = (
@@ -298,3 +299,57 @@ async def test_a_webhook_handler_is_called_signed(
     assert received[0]["valid"]
     assert received[0]["body"] == {"order_id": "A-17"}
     assert received[0]["idempotency_key"] == f"{done.id}/{tool_call.id}"
+
+
+async def test_a_webhook_signature_covers_call_and_function_and_expires(
+    client: OpenAI, model: ScriptedModelServer, system: System, webhook: WebhookServer
+) -> None:
+    """The receiver's check (`verify`) accepts the request as sent, and refuses it replayed
+    after the window, or with another call id, function or body."""
+    await wait_for_handlers(system, "ship_order")
+    model.script("ship B-2", tool_calls=[call("ship_order", order_id="B-2")])
+    model.script("shipped B-2", reply="On its way.")
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[function_tool("ship_order")])  # type: ignore[list-item]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "ship B-2"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   poll_interval_ms=50)  # fmt: skip
+    assert run.status == "completed"
+    [sent] = [c for c in webhook.calls if c["body"] == {"order_id": "B-2"}]
+    headers, raw = sent["headers"], sent["raw"]
+    stamp = int(headers["X-Threadbus-Timestamp"])
+    assert verify(SHIP_SECRET, headers, raw, now=stamp)
+    assert not verify(SECRET, headers, raw, now=stamp)  # each webhook has its own secret
+    assert not verify(SHIP_SECRET, headers, raw, now=stamp + REPLAY_WINDOW_SECONDS + 1)
+    assert not verify(SHIP_SECRET, {**headers, "X-Threadbus-Tool-Call-Id": "call_other"}, raw,
+                      now=stamp)  # fmt: skip
+    assert not verify(SHIP_SECRET, {**headers, "X-Threadbus-Function": "refund_order"}, raw,
+                      now=stamp)  # fmt: skip
+    assert not verify(SHIP_SECRET, headers, b'{"order_id": "B-3"}', now=stamp)
+
+
+@pytest.mark.parametrize(
+    ("function", "error"),
+    [
+        ("redirecting", "answered HTTP 302 (a redirect, which is not followed)"),
+        ("huge", "answer is larger than 512000 bytes"),
+    ],
+)
+async def test_a_webhook_that_redirects_or_answers_too_much_gives_an_error_output(
+    client: OpenAI, model: ScriptedModelServer, system: System, webhook: WebhookServer,
+    function: str, error: str,
+) -> None:  # fmt: skip
+    await wait_for_handlers(system, function)
+    model.script(f"call {function}", tool_calls=[call(function, order_id="C-1")])
+    model.script(error, reply="That did not work.")
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[function_tool(function)])  # type: ignore[list-item]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": f"call {function}"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   poll_interval_ms=50)  # fmt: skip
+    assert run.status == "completed"
+    step = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data[0]
+    output = step.step_details.tool_calls[0].function.output  # type: ignore[union-attr]
+    assert output is not None
+    assert error in output
+    assert output.startswith("Error:")
+    paths = [c["path"] for c in webhook.calls if c["body"] == {"order_id": "C-1"}]
+    assert "/ship_order" not in paths  # the redirect was not followed

@@ -172,7 +172,7 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
             assert order.index(earlier) < order.index(later)
             assert owner[earlier] == owner[later]
     finally:
-        second.stop()
+        second.kill()
 
 
 def _assignment(log: str) -> set[str]:

@@ -13,7 +13,7 @@ from openai import OpenAI
 
 from tests.documents import docx, pdf
 from tests.kafka_tap import KafkaTap
-from tests.system import System, answers, wait_until
+from tests.system import HEADERS, System, answers, wait_until
 
 FORMATS = {
     "notes.txt": b"Plain text about the aurora borealis over Tromso.",
@@ -192,7 +192,7 @@ def test_two_indexers_share_one_stores_files(client: OpenAI, system: System) -> 
         assert all(n > 0 for n in per_indexer.values()), per_indexer
         assert sum(per_indexer.values()) == 12  # each file indexed by exactly one of them
     finally:
-        second.stop()
+        second.kill()
 
 
 def test_a_file_uploaded_through_one_api_is_read_through_another(
@@ -204,7 +204,8 @@ def test_a_file_uploaded_through_one_api_is_read_through_another(
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60)
         payload = b"Replicas share the blob store: " + bytes(range(256)) * 10
         made = client.files.create(file=("shared.bin", payload), purpose="vision")
-        read = httpx.get(f"http://127.0.0.1:{port}/v1/files/{made.id}/content", timeout=30)
+        read = httpx.get(f"http://127.0.0.1:{port}/v1/files/{made.id}/content", headers=HEADERS,
+                         timeout=30)  # fmt: skip
         assert read.status_code == 200
         assert read.content == payload
     finally:

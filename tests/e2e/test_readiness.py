@@ -14,7 +14,7 @@ import pytest
 from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import SERVICES, Infrastructure, System, wait_until
+from tests.system import API_KEY, SERVICES, Infrastructure, System, wait_until
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_ready_only_once_a_run_would_start_at_once(
     wait_until(lambda: readiness(fresh)[0] == 200, timeout=60, interval=0.05)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        client = OpenAI(base_url=fresh.api_url, api_key="k")
+        client = OpenAI(base_url=fresh.api_url, api_key=API_KEY)
         assistant = client.beta.assistants.create(model="gpt-4o")
         took = []
         for attempt in ("first", "second"):

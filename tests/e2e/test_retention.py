@@ -62,4 +62,4 @@ def test_the_archiver_prunes_what_is_past_its_retention_and_keeps_the_rest(
         assert not system.sql("SELECT 1 FROM run_streams WHERE run_id = $1", old.id)
         assert "retention pruned" in system.log("archiver_retention")
     finally:
-        archiver.stop()
+        archiver.kill()

@@ -13,7 +13,7 @@ from tests.e2e.test_streaming import BETA
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
 from tests.sse import read_all
-from tests.system import System, answers, wait_until
+from tests.system import API_KEY, System, answers, wait_until
 
 
 async def test_the_relay_survives_its_connection_being_killed(
@@ -108,7 +108,7 @@ def test_a_model_that_keeps_streaming_cannot_hold_a_run_past_expires_at(
                        THREADBUS_RUN_EXPIRES_SECONDS="4")  # fmt: skip
     try:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0)
         words = " ".join(f"w{i}" for i in range(300))
         model.script("stream for ever", reply=words, chunk_delay_s=0.1)
         assistant = client.beta.assistants.create(model="gpt-4o")

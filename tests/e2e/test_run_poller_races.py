@@ -25,7 +25,7 @@ def second_poller(system: System) -> Iterator[ServiceProcess]:
     try:
         yield poller
     finally:
-        poller.stop()
+        poller.kill()  # not a graceful leave: see System.spawn
 
 
 def _finished(client: OpenAI, thread_id: str, run_id: str) -> Any:

@@ -15,7 +15,7 @@ from services.core.embedded import free_port
 from tests.e2e.test_function_tools import call, function_tool
 from tests.fakes.model_server import ScriptedModelServer
 from tests.sse import read_all
-from tests.system import System, wait_until
+from tests.system import API_KEY, HEADERS, System, wait_until
 
 PLAIN = [
     "thread.run.created", "thread.run.queued", "thread.run.in_progress",
@@ -23,7 +23,7 @@ PLAIN = [
     "thread.message.created", "thread.message.in_progress",
 ]  # fmt: skip
 PLAIN_END = ["thread.message.completed", "thread.run.step.completed", "thread.run.completed"]
-BETA = {"OpenAI-Beta": "assistants=v2", "Authorization": "Bearer test-key"}
+BETA = HEADERS
 
 
 def without_deltas(names: list[str], delta: str = "thread.message.delta") -> list[str]:
@@ -90,7 +90,7 @@ async def test_async_client_streams(
 ) -> None:
     model.script("async please", reply="Asynchronously yours.")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "async please"}])
-    async with AsyncOpenAI(base_url=system.api_url, api_key="test-key",
+    async with AsyncOpenAI(base_url=system.api_url, api_key=API_KEY,
                            _strict_response_validation=True) as aclient:  # fmt: skip
         async with aclient.beta.threads.runs.stream(
             thread_id=thread.id, assistant_id=assistant_id

@@ -15,7 +15,7 @@ from openai import OpenAI
 from services.core.embedded import free_port
 from tests.e2e.test_function_tools import call, function_tool
 from tests.fakes.model_server import ScriptedModelServer
-from tests.system import System, answers, wait_until
+from tests.system import API_KEY, System, answers, wait_until
 
 TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 
@@ -42,7 +42,7 @@ def short_lived_api(system: System, seconds: int) -> Iterator[OpenAI]:
                        THREADBUS_RUN_EXPIRES_SECONDS=str(seconds))  # fmt: skip
     try:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60)
-        yield OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k")
+        yield OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
     finally:
         api.stop()
 
@@ -121,9 +121,9 @@ def test_a_call_whose_executor_died_is_sent_again_and_started_once_more(
 ) -> None:
     poller = system.spawn("run_poller", label="run_poller_resend",
                           THREADBUS_TOOL_WAIT_SECONDS="3")  # fmt: skip
-    system.services["run_poller"].stop()
     try:
         wait_until(lambda: "started successfully" in system.log("run_poller_resend"), timeout=90)
+        system.services["run_poller"].kill()
         model.script("survive the executor", tool_calls=[call("record_start", seconds=30)],
                      times=1)  # fmt: skip
         model.script("started once as", reply="The call was answered.")
@@ -146,7 +146,7 @@ def test_a_call_whose_executor_died_is_sent_again_and_started_once_more(
         assert second[0]["started_by"] != first
     finally:
         system.spawn("run_poller")
-        poller.stop()
+        poller.kill()
 
 
 @pytest.mark.slow
@@ -154,9 +154,9 @@ def test_a_run_that_keeps_calling_tools_fails_after_max_steps(
     client: OpenAI, model: ScriptedModelServer, system: System
 ) -> None:
     poller = system.spawn("run_poller", label="run_poller_steps", THREADBUS_MAX_STEPS="3")
-    system.services["run_poller"].stop()
     try:
         wait_until(lambda: "started successfully" in system.log("run_poller_steps"), timeout=90)
+        system.services["run_poller"].kill()
         model.script("loop forever", tool_calls=[call("lookup_weather", city="Loop")])
         model.script("sunny in Loop", tool_calls=[call("lookup_weather", city="Loop")])
         assistant = client.beta.assistants.create(
@@ -172,4 +172,4 @@ def test_a_run_that_keeps_calling_tools_fails_after_max_steps(
         assert len(steps) == 3
     finally:
         system.spawn("run_poller")
-        poller.stop()
+        poller.kill()

@@ -57,6 +57,7 @@ def test_up_with_no_model_then_restart_keeps_data(tmp_path: Path) -> None:
         assert f"http://localhost:{ports['api']}/v1" in banner
         assert "none configured: set OPENAI_BASE_URL / OPENAI_API_KEY" in banner
         assert str(tmp_path / "data") in banner
+        assert "no API keys: open, on loopback (127.0.0.1) only" in banner
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -65,6 +65,7 @@ class Rule(BaseModel):
     chunk_delay_s: float = 0.0
     status: int | None = None
     error_times: int | None = None
+    error_message: str | None = None
     finish_reason: str | None = None
     times: int | None = None
     _used: int = PrivateAttr(default=0)
@@ -197,6 +198,7 @@ class ScriptedModelServer:
         chunk_delay_s: float = 0.0,
         status: int | None = None,
         error_times: int | None = None,
+        error_message: str | None = None,
         finish_reason: str | None = None,
         times: int | None = None,
     ) -> None:
@@ -266,7 +268,8 @@ class ScriptedModelServer:
             rule = self._record_and_pick(body)
             if rule is not None and rule.status is not None:
                 await asyncio.sleep(rule.delay_s)
-                return _error(rule.status or 500, f"Scripted error (HTTP {rule.status}).")
+                message = rule.error_message or f"Scripted error (HTTP {rule.status})."
+                return _error(rule.status or 500, message)
             return await self._respond(body, rule)
 
         @app.post("/v1/embeddings")

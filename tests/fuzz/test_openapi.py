@@ -14,7 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.system import System
+from tests.system import HEADERS, System
 
 EXAMPLES = int(os.environ.get("THREADBUS_FUZZ_EXAMPLES", "50"))
 
@@ -45,7 +45,7 @@ def test_no_generated_request_gets_a_server_error(api_schema: Any) -> None:
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         def call(case: Any) -> None:
             nonlocal calls
-            case.headers = {**(case.headers or {}), "OpenAI-Beta": "assistants=v2"}
+            case.headers = {**(case.headers or {}), **HEADERS}
             response = case.call(timeout=30)
             calls += 1
             label = case.operation.label

@@ -2,7 +2,7 @@
 // Usage: THREADBUS_URL=http://127.0.0.1:8000/v1 node math_tutor.mjs
 import OpenAI from "openai";
 
-const client = new OpenAI({ baseURL: process.env.THREADBUS_URL, apiKey: "test-key", maxRetries: 0 });
+const client = new OpenAI({ baseURL: process.env.THREADBUS_URL, apiKey: process.env.THREADBUS_API_KEY, maxRetries: 0 });
 
 const assistant = await client.beta.assistants.create({
   name: "Math Tutor",

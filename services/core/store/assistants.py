@@ -9,6 +9,7 @@ from schemas.common import Page
 from schemas.requests import AssistantCreate, AssistantUpdate
 from services.core.errors import NotFound
 from services.core.ids import new_id
+from services.core.projects import MINE
 from services.core.store import vector_stores
 from services.core.store.pagination import Order, page
 
@@ -98,7 +99,7 @@ async def create(conn: asyncpg.Connection, body: AssistantCreate) -> Assistant:
 
 async def get(conn: asyncpg.Connection, assistant_id: str) -> Assistant:
     """The assistant, or NotFound."""
-    row = await conn.fetchrow("SELECT * FROM assistants WHERE id = $1", assistant_id)
+    row = await conn.fetchrow(f"SELECT * FROM assistants WHERE id = $1 AND {MINE}", assistant_id)
     if row is None:
         raise NotFound.of("assistant", assistant_id)
     return render(dict(row))
@@ -117,7 +118,9 @@ async def update(conn: asyncpg.Connection, assistant_id: str, body: AssistantUpd
         return await get(conn, assistant_id)
     sets = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(values))
     row = await conn.fetchrow(
-        f"UPDATE assistants SET {sets} WHERE id = $1 RETURNING *", assistant_id, *values.values()
+        f"UPDATE assistants SET {sets} WHERE id = $1 AND {MINE} RETURNING *",
+        assistant_id,
+        *values.values(),
     )
     if row is None:
         raise NotFound.of("assistant", assistant_id)
@@ -128,7 +131,9 @@ async def update(conn: asyncpg.Connection, assistant_id: str, body: AssistantUpd
 async def delete(conn: asyncpg.Connection, assistant_id: str) -> None:
     """Delete the assistant; runs keep their snapshot of it."""
     if (
-        await conn.fetchval("DELETE FROM assistants WHERE id = $1 RETURNING id", assistant_id)
+        await conn.fetchval(
+            f"DELETE FROM assistants WHERE id = $1 AND {MINE} RETURNING id", assistant_id
+        )
         is None
     ):
         raise NotFound.of("assistant", assistant_id)
@@ -141,7 +146,7 @@ async def list_page(
     return await page(
         conn,
         table="assistants",
-        where="TRUE",
+        where=MINE,
         args=[],
         render=render,
         limit=limit,

@@ -7,10 +7,12 @@ import asyncpg
 from schemas.common import Page
 from schemas.files import FileObject
 from services.core.errors import NotFound
+from services.core.projects import MINE
 from services.core.store.pagination import Order, page
 
-_LIVE = "(expires_at IS NULL OR expires_at > epoch_now())"
-"""A file past its `expires_at` is gone, as in the hosted API."""
+_LIVE = f"(expires_at IS NULL OR expires_at > epoch_now()) AND {MINE}"
+"""A file past its `expires_at` is gone, as in the hosted API (and another project's is
+not there)."""
 
 
 def render(row: dict[str, Any]) -> FileObject:
@@ -71,7 +73,9 @@ async def existing(conn: asyncpg.Connection, file_ids: list[str]) -> None:
 
 async def delete(conn: asyncpg.Connection, file_id: str) -> str:
     """Delete the file (and so remove it from every vector store); returns its blob key."""
-    key = await conn.fetchval("DELETE FROM files WHERE id = $1 RETURNING blob_key", file_id)
+    key = await conn.fetchval(
+        f"DELETE FROM files WHERE id = $1 AND {MINE} RETURNING blob_key", file_id
+    )
     if key is None:
         raise NotFound.of("file", file_id)
     return str(key)

@@ -10,7 +10,7 @@ from schemas.threads import Message
 from services.core import outbox
 from services.core.errors import NotFound
 from services.core.ids import new_id
-from services.core.store import vector_stores
+from services.core.store import files, vector_stores
 from services.core.store.pagination import Order, page
 
 
@@ -43,6 +43,7 @@ async def create(
     """Append a finished message (user-written or injected) to the thread; `source` is the
     (source, id) of the inbound event that brought it, if one did."""
     source_name, source_id = source or (None, None)
+    await files.existing(conn, [a.file_id for a in body.attachments or []])
     row = await conn.fetchrow(
         "INSERT INTO messages (id, thread_id, status, completed_at, role, content, attachments,"
         " metadata, source_event_source, source_event_id)"

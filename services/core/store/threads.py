@@ -9,6 +9,7 @@ from schemas.threads import Thread
 from services.core import outbox
 from services.core.errors import NotFound
 from services.core.ids import new_id
+from services.core.projects import MINE
 from services.core.store import messages, vector_stores
 
 
@@ -59,7 +60,7 @@ async def ensure(conn: asyncpg.Connection, thread_id: str, *, cause: str | None)
 async def get(conn: asyncpg.Connection, thread_id: str, *, lock: bool = False) -> Thread:
     """The thread, or NotFound; `lock` holds its row until the transaction ends."""
     suffix = " FOR UPDATE" if lock else ""
-    row = await conn.fetchrow(f"SELECT * FROM threads WHERE id = $1{suffix}", thread_id)
+    row = await conn.fetchrow(f"SELECT * FROM threads WHERE id = $1 AND {MINE}{suffix}", thread_id)
     if row is None:
         raise NotFound.of("thread", thread_id)
     return render(dict(row))
@@ -78,7 +79,9 @@ async def update(conn: asyncpg.Connection, thread_id: str, body: ThreadUpdate) -
         return await get(conn, thread_id)
     assignments = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(sets))
     row = await conn.fetchrow(
-        f"UPDATE threads SET {assignments} WHERE id = $1 RETURNING *", thread_id, *sets.values()
+        f"UPDATE threads SET {assignments} WHERE id = $1 AND {MINE} RETURNING *",
+        thread_id,
+        *sets.values(),
     )
     if row is None:
         raise NotFound.of("thread", thread_id)
@@ -87,5 +90,8 @@ async def update(conn: asyncpg.Connection, thread_id: str, body: ThreadUpdate) -
 
 async def delete(conn: asyncpg.Connection, thread_id: str) -> None:
     """Delete the thread with its messages, runs and steps."""
-    if await conn.fetchval("DELETE FROM threads WHERE id = $1 RETURNING id", thread_id) is None:
+    deleted = await conn.fetchval(
+        f"DELETE FROM threads WHERE id = $1 AND {MINE} RETURNING id", thread_id
+    )
+    if deleted is None:
         raise NotFound.of("thread", thread_id)

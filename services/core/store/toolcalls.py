@@ -146,19 +146,23 @@ async def store_output(
     call_id: str,
     output: str,
     *,
+    handler: Literal["client", "server"],
     is_error: bool = False,
     details: dict[str, Any] | None = None,
 ) -> ToolCallRow | None:
-    """Write a call's output (and structured result) once; None when it had one already."""
+    """Write the output (and structured result) of a call answered by `handler` once; None
+    when it had one already, or is answered by the other side (a client cannot answer a
+    server-side call, nor a `threadbus.tool_results` record a client-side one)."""
     row = await conn.fetchrow(
         "UPDATE tool_calls SET output = $3, is_error = $4, completed_at = now(),"
         " details = coalesce($5, details) WHERE run_id = $1 AND id = $2 AND output IS NULL"
-        " RETURNING *",
+        " AND handler = $6 RETURNING *",
         run_id,
         call_id,
         output,
         is_error,
         details,
+        handler,
     )
     return _row(row) if row is not None else None
 

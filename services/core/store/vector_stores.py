@@ -17,6 +17,7 @@ from schemas.vector_stores import (
 )
 from services.core.errors import InvalidRequest, NotFound
 from services.core.ids import new_id
+from services.core.projects import MINE
 from services.core.store import files, vector_store_files
 from services.core.store.pagination import Order, page
 
@@ -95,6 +96,8 @@ async def resolve_resources(
     if params is None:
         return {}
     stored: dict[str, Any] = params.model_dump(mode="json", exclude_none=True)
+    if params.code_interpreter is not None:
+        await files.existing(conn, params.code_interpreter.file_ids)
     search = params.file_search
     if search is None:
         return stored
@@ -148,8 +151,10 @@ async def attach_to_thread(conn: asyncpg.Connection, thread_id: str, file_ids: l
 async def get(conn: asyncpg.Connection, store_id: str, *, lock: bool = False) -> VectorStore:
     """The store, or NotFound; `lock` holds its row for the transaction."""
     if lock:
-        await conn.execute("SELECT 1 FROM vector_stores WHERE id = $1 FOR UPDATE", store_id)
-    row = await conn.fetchrow("SELECT * FROM vector_stores_v WHERE id = $1", store_id)
+        await conn.execute(
+            f"SELECT 1 FROM vector_stores WHERE id = $1 AND {MINE} FOR UPDATE", store_id
+        )
+    row = await conn.fetchrow(f"SELECT * FROM vector_stores_v WHERE id = $1 AND {MINE}", store_id)
     if row is None:
         raise NotFound.of("vector store", store_id)
     return render(dict(row))
@@ -213,7 +218,9 @@ async def update(conn: asyncpg.Connection, store_id: str, body: VectorStoreUpdat
 async def delete(conn: asyncpg.Connection, store_id: str) -> None:
     """Delete the store with its chunks (the files themselves stay)."""
     if (
-        await conn.fetchval("DELETE FROM vector_stores WHERE id = $1 RETURNING id", store_id)
+        await conn.fetchval(
+            f"DELETE FROM vector_stores WHERE id = $1 AND {MINE} RETURNING id", store_id
+        )
         is None
     ):
         raise NotFound.of("vector store", store_id)
@@ -226,7 +233,7 @@ async def list_page(
     return await page(
         conn,
         table="vector_stores_v",
-        where="TRUE",
+        where=MINE,
         args=[],
         render=render,
         limit=limit,

@@ -5,9 +5,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.system import System
+from tests.system import API_KEY, HEADERS, System
 
-BETA = {"OpenAI-Beta": "assistants=v2"}
+BETA = HEADERS
 
 
 def test_unknown_ids_are_404(client: OpenAI) -> None:
@@ -65,7 +65,9 @@ def test_a_second_run_on_a_busy_thread_is_400_not_409(client: OpenAI) -> None:
 
 
 def test_missing_beta_header_and_unknown_paths(system: System) -> None:
-    response = httpx.get(f"{system.api_url}/assistants")
+    response = httpx.get(
+        f"{system.api_url}/assistants", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_beta"
     response = httpx.get(f"{system.api_url}/nothing-here", headers=BETA)
