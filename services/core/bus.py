@@ -70,9 +70,17 @@ class KafkaSecurity(BaseSettings):
         )
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ssl_cafile)
-        if self.ssl_certfile:
-            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        try:
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            named = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+            files = ", ".join(f for f in named if f)
+            raise ValueError(
+                f"Kafka TLS files unusable ({files}): {exc}; check THREADBUS_KAFKA_SSL_CAFILE,"
+                " THREADBUS_KAFKA_SSL_CERTFILE and THREADBUS_KAFKA_SSL_KEYFILE"
+            ) from exc
         return context
 
 
