@@ -10,6 +10,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.system import API_KEY
+
 
 def counting(client: OpenAI) -> tuple[OpenAI, list[openai.DefaultHttpxClient]]:
     """A client whose requests are recorded (method, path, headers)."""
@@ -24,7 +26,7 @@ def test_s01_beta_header_is_sent_and_required(client: OpenAI) -> None:
     recording.beta.assistants.list(limit=1)
     request = seen[-1]
     assert request.headers["OpenAI-Beta"] == "assistants=v2"  # type: ignore[attr-defined]
-    assert request.headers["Authorization"] == "Bearer test-key"  # type: ignore[attr-defined]
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"  # type: ignore[attr-defined]
     with pytest.raises(openai.BadRequestError) as caught:
         recording.beta.assistants.list(extra_headers={"OpenAI-Beta": openai.Omit()})  # type: ignore[dict-item]
     assert caught.value.code == "invalid_beta"

@@ -1,6 +1,7 @@
 """User stories of ingestion: every format, failures, cancel, crashes, sharing, events on Kafka."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from openai import OpenAI
 
 from tests.documents import docx, pdf
 from tests.kafka_tap import KafkaTap
-from tests.system import HEADERS, System, answers, wait_until
+from tests.system import API_KEY, HEADERS, System, answers, wait_until
 
 FORMATS = {
     "notes.txt": b"Plain text about the aurora borealis over Tromso.",
@@ -241,6 +242,7 @@ def test_cli_ingests_a_folder_with_a_progress_bar(
         [sys.executable, "-m", "services.core.cli", "ingest", str(tmp_path), "--name", "notes",
          "--base-url", system.api_url],
         capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, "THREADBUS_API_KEY": API_KEY},
     )  # fmt: skip
     assert done.returncode == 1, done.stderr  # one file could not be indexed
     store_id = done.stdout.strip()

@@ -15,16 +15,19 @@ def test_a_stream_whose_last_event_is_too_large_ends_with_an_error(
     model.script("a huge run", reply="Small answer.")
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "a huge run"}])
-    # 1.2 MB: every event that carries the run is over the broker's 1 MB. (The run fails too,
-    # since the instructions exceed the model's context; its end is what the stream waits for.)
-    huge = "Be thorough. " * 90_000
+    # Within the hosted caps (256,000 characters each) but 4 bytes a character: the run's
+    # instructions are both together, 2 MB, and every event that carries the run is over the
+    # broker's 1 MB. (The run may fail too, the instructions exceeding the model's context;
+    # its end is what the stream waits for.)
+    huge = "\U0001f989" * 255_000
     seen: list[str] = []
     with (
         pytest.raises(openai.APIError, match="too large to stream"),
         client.beta.threads.runs.stream(
-            thread_id=thread.id, assistant_id=assistant.id, instructions=huge
+            thread_id=thread.id, assistant_id=assistant.id, instructions=huge,
+            additional_instructions=huge,
         ) as stream,
-    ):
+    ):  # fmt: skip
         seen.extend(event.event for event in stream)
     assert not seen  # every event of this run carries the run
     run = client.beta.threads.runs.list(thread_id=thread.id).data[0]
