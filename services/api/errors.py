@@ -85,8 +85,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadbusError)
     async def _threadbus(_: Request, exc: ThreadbusError) -> JSONResponse:
         response = error_response(exc.status, exc.body())
-        if exc.status == 429:
-            response.headers["retry-after"] = "1"
+        response.headers.update(exc.headers)
         return response
 
     @app.exception_handler(RequestValidationError)

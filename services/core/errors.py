@@ -8,6 +8,7 @@ class ThreadbusError(Exception):
 
     status = 500
     type = "server_error"
+    headers: dict[str, str] = {}  # noqa: RUF012 - read only, replaced by subclasses
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -51,3 +52,4 @@ class RateLimited(ThreadbusError):
 
     status = 429
     type = "requests"
+    headers = {"retry-after": "1"}  # noqa: RUF012

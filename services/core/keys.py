@@ -119,14 +119,20 @@ async def check_exposure(database_url: str, host: str, allowed: bool) -> str | N
     try:
         conn = await db.connect(database_url)
         try:
-            if await any_exist(conn):
-                return None
+            exist = await any_exist(conn)
         finally:
             await conn.close()
     except asyncpg.UndefinedTableError:
-        pass  # not migrated yet: no keys
+        exist = False  # not migrated yet: no keys
     except (OSError, asyncpg.PostgresError) as exc:
         return f"threadbus api: cannot tell whether API keys exist ({exc}); is Postgres up?"
+    return exposure_refusal(host, allowed, keys_exist=exist)
+
+
+def exposure_refusal(host: str, allowed: bool, *, keys_exist: bool) -> str | None:
+    """Why listening on `host` is refused (beyond loopback, no key, not allowed), or None."""
+    if allowed or keys_exist or is_loopback(host):
+        return None
     return (
         f"threadbus api: refusing to listen on {host} with no API keys: anyone who reaches the"
         " port could use it. Create a key (threadbus keys create --project NAME), listen on"

@@ -30,12 +30,10 @@ async def scope_to_current(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT set_config('threadbus.project', $1, false)", CURRENT.get())
 
 
-async def act_in(conn: asyncpg.Connection, project_id: str) -> None:
-    """Scope this transaction (of a worker) to a project, as a request of it would be."""
-    await conn.execute("SELECT set_config('threadbus.project', $1, true)", project_id)
-
-
-async def id_of(conn: asyncpg.Connection, name: str) -> str | None:
-    """The id of the project with this name, or None."""
-    found = await conn.fetchval("SELECT id FROM projects WHERE name = $1", name)
-    return str(found) if found is not None else None
+async def act_in(conn: asyncpg.Connection, name: str) -> bool:
+    """Scope this transaction (of a worker) to the project named `name`, as a request of it
+    would be, in one statement; False (and nothing scoped) when there is no such project."""
+    scoped = await conn.fetchval(
+        "SELECT set_config('threadbus.project', id, true) FROM projects WHERE name = $1", name
+    )
+    return scoped is not None

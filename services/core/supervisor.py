@@ -152,9 +152,9 @@ def up() -> int:
             kafka = EmbeddedKafka(settings.embedded_kafka_port, data_dir / "kafka.log")
             bootstrap = kafka.start()
         with_keys = asyncio.run(prepare(database_url, bootstrap, settings.partitions))
-        refusal = asyncio.run(keys.check_exposure(
-            database_url, settings.api_host, settings.allow_unauthenticated_network_access
-        ))  # fmt: skip
+        refusal = keys.exposure_refusal(
+            settings.api_host, settings.allow_unauthenticated_network_access, keys_exist=with_keys
+        )
         if refusal:
             print(refusal, file=sys.stderr, flush=True)
             return 1

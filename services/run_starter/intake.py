@@ -94,10 +94,8 @@ async def _first_time(conn: asyncpg.Connection, source: str, event_id: str) -> b
 async def _act_in_project(conn: asyncpg.Connection, name: str | None) -> None:
     """Scope the event's transaction to its project, as an API request with its key would be:
     another project's thread or assistant is not there."""
-    project_id = await projects.id_of(conn, name or projects.DEFAULT_NAME)
-    if project_id is None:
+    if not await projects.act_in(conn, name or projects.DEFAULT_NAME):
         raise InvalidRequest(f"No project named {name!r}.", param="project")
-    await projects.act_in(conn, project_id)
 
 
 async def _apply(

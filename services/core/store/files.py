@@ -59,7 +59,9 @@ async def get(conn: asyncpg.Connection, file_id: str) -> FileObject:
 
 
 async def existing(conn: asyncpg.Connection, file_ids: list[str]) -> None:
-    """NotFound naming the first of `file_ids` that does not exist."""
+    """NotFound naming the first of `file_ids` that does not exist (no query for none)."""
+    if not file_ids:
+        return
     found = {
         r["id"]
         for r in await conn.fetch(
