@@ -142,7 +142,10 @@ class ScriptedModelServer:
         self._requests: list[dict[str, Any]] = []
         self.first_token_at = {}
         self.embedded: list[str] = []
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off only for sockets that say TCP, and with
+        # Nagle on each streamed chunk after the first waited for the client's delayed ACK
+        # (40 ms a response on a kept-alive connection).
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
