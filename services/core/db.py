@@ -1,15 +1,18 @@
 """The Postgres pool: one per process, JSON codecs, and the migration runner."""
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import asyncpg.transaction
 
 log = logging.getLogger(__name__)
 
-Connection = asyncpg.Connection
 Pool = asyncpg.Pool
 
 ERRORS: tuple[type[Exception], ...] = (
@@ -23,6 +26,106 @@ ERRORS: tuple[type[Exception], ...] = (
 _MIGRATIONS_LOCK = 7_411_001  # advisory lock key: one migrator at a time
 
 
+_OUTBOX_INSERT = (
+    "INSERT INTO outbox (topic, key, payload)"
+    " SELECT topic, key, payload FROM unnest($1::text[], $2::text[], $3::jsonb[])"
+    " WITH ORDINALITY AS r(topic, key, payload, n) ORDER BY n"
+)
+
+
+class Connection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection whose transactions write their outbox rows in one statement, at the end.
+
+    `outbox.enqueue` inside a transaction appends to `outbox_pending`; the transaction (or a
+    savepoint) inserts everything pending right before it commits, and a rolled-back one
+    forgets what it queued. Rows keep the order they were queued in. One insert per
+    transaction instead of one per event: a round trip each was most of a run's cost.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox_pending: list[tuple[str, str | None, Any]] = []
+        self.session_settings: dict[str, str] = {}
+        """Session settings this connection was given (pool `setup` skips a repeat)."""
+
+    def transaction(
+        self, *, isolation: Any = None, readonly: bool = False, deferrable: bool = False
+    ) -> "_Transaction":
+        """A transaction (or savepoint) that writes the pending outbox rows before it ends."""
+        self._check_open()
+        return _Transaction(self, isolation, readonly, deferrable)
+
+    async def flush_outbox(self) -> None:
+        """Insert every pending outbox row (inside the current transaction)."""
+        if not self.outbox_pending:
+            return
+        rows, self.outbox_pending = self.outbox_pending, []
+        topics, keys, payloads = zip(*rows, strict=True)
+        await self.execute(_OUTBOX_INSERT, list(topics), list(keys), list(payloads))
+
+
+class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
+    __slots__ = ("_mark",)
+
+    async def __aenter__(self) -> None:
+        self._mark = len(self._connection.outbox_pending)
+        await super().__aenter__()
+
+    async def __aexit__(self, extype: Any, ex: Any, tb: Any) -> None:
+        conn: Connection = self._connection
+        if extype is None:
+            try:
+                await conn.flush_outbox()
+            except BaseException as exc:
+                await super().__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        else:
+            del conn.outbox_pending[self._mark :]
+        await super().__aexit__(extype, ex, tb)
+
+
+async def listen(
+    dsn: str,
+    channels: Mapping[str, Callable[[str], object]],
+    *,
+    connected: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    lost: Callable[[], None] | None = None,
+) -> None:
+    """Hand every NOTIFY payload on `channels` to its callback, until cancelled.
+
+    Reconnects after any loss (`lost` is told, and `connected` runs once listening again:
+    whatever was notified meanwhile was missed, so it catches up there).
+    """
+    while True:
+        closed = asyncio.Event()
+        try:
+            conn = await connect(dsn)
+        except ERRORS as exc:
+            log.warning("listener on %s: %s; reconnecting", ", ".join(channels), exc)
+            await asyncio.sleep(1)
+            continue
+        try:
+            conn.add_termination_listener(lambda *_, done=closed: done.set())
+            for channel, callback in channels.items():
+                await conn.add_listener(channel, lambda *args, call=callback: call(str(args[-1])))
+            if connected is not None:
+                await connected(conn)
+            await closed.wait()
+        except ERRORS as exc:
+            log.warning("listener on %s: %s; reconnecting", ", ".join(channels), exc)
+        finally:
+            if lost is not None:
+                lost()
+            with contextlib.suppress(*ERRORS):
+                await asyncio.shield(conn.close(timeout=2))
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (a round trip on every release): pool
+    connections hold no session state to undo (no LISTEN, no session advisory lock, and the
+    one session setting, the API's project, is set again on every acquire)."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -32,7 +135,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(dsn: str) -> asyncpg.Connection:
     """One connection with the JSON codecs (for LISTEN, locks and one-off commands)."""
-    conn = await asyncpg.connect(dsn, timeout=10)
+    conn = await asyncpg.connect(dsn, timeout=10, connection_class=Connection)
     await _init_connection(conn)
     return conn
 
@@ -47,7 +150,7 @@ async def create_pool(
     acquire."""
     pool = await asyncpg.create_pool(
         dsn, min_size=1, max_size=size, init=_init_connection, setup=setup, timeout=10,
-        command_timeout=60,
+        command_timeout=60, connection_class=Connection, reset=_keep_session,
     )  # fmt: skip
     assert pool is not None
     return pool

@@ -35,9 +35,17 @@ async def high_water(conn: asyncpg.Connection) -> int:
 
 
 async def enqueue(conn: asyncpg.Connection, topic: str, key: str | None, payload: Any) -> None:
-    """Write one record to the outbox, inside the caller's transaction."""
+    """Write one record to the outbox, inside the caller's transaction.
+
+    In a transaction the row is queued on the connection and inserted with the others just
+    before it commits (`db.Connection`); outside one it is inserted at once.
+    """
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json", by_alias=True)
+    pending = getattr(conn, "outbox_pending", None)
+    if pending is not None and conn.is_in_transaction():
+        pending.append((topic, key, payload))
+        return
     await conn.execute(
         "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", topic, key, payload
     )

@@ -64,7 +64,7 @@ async def submit(
     queued = await runstate.transition(conn, run_id, "queued", fields={"required_action": None})
     assert queued is not None  # the row is locked and was in requires_action
     await outbox.emit(conn, "thread.run.queued", thread_id, queued, cause)
-    await runs.wake(conn, run_id, thread_id)
+    await runs.wake(conn, run_id)
     return queued
 
 
@@ -110,5 +110,5 @@ async def accept_result(
             " WHERE id = $1 AND lease_token IS NULL",
             run_id,
         )
-        await runs.wake(conn, run_id, thread_id)
+        await runs.wake(conn, run_id)
     return True

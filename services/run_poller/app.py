@@ -4,13 +4,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from faststream import ContextRepo, FastStream
+from faststream import FastStream
 
 from services.core import bus, tokens
 from services.core.model import ModelClient
 from services.core.runtime import open_runtime, periodic
 from services.run_poller.engine import Engine
-from services.run_poller.handlers import router
+from services.run_poller.handlers import ENGINE, router
 from services.run_poller.settings import Settings
 
 settings = Settings()
@@ -20,7 +20,7 @@ broker.include_router(router)
 
 
 @contextlib.asynccontextmanager
-async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+async def lifespan() -> AsyncIterator[None]:
     """Open the runtime and the model client; sweep Postgres on a timer; drain on shutdown."""
     model = ModelClient(
         base_url=settings.openai_base_url,
@@ -33,11 +33,10 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         # The tokenizer loads on first use: load it now, not during the first run.
         await asyncio.to_thread(tokens.count, "warm up")
         engine = Engine(runtime.pool, model, settings, runtime.owner)
-        context.set_global("engine", engine)
-        context.set_global("runtime", runtime)
+        ENGINE.set(engine)
         loops = runtime.task_owner()
         loops.start(periodic(settings.sweep_interval_seconds, engine.sweep, "sweep"), "sweeper")
-        loops.start(engine.listen_for_cancels(), "cancel listener")
+        loops.start(engine.listen(), "run listener")
         try:
             yield
         finally:

@@ -37,6 +37,17 @@ async def timeline(conn: asyncpg.Connection, thread_id: str) -> list[TimelineIte
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 
+def text_size(items: list[TimelineItem]) -> int:
+    """Characters of text in a timeline: where its tokens are cheaper to count."""
+    total = 0
+    for item in items:
+        if isinstance(item, Message):
+            total += sum(len(part.text.value) for part in item.content if part.type == "text")
+        else:
+            total += sum(len(c.arguments) + len(c.output or "") for c in item.calls)
+    return total
+
+
 def _content(message: Message) -> str | list[dict[str, Any]]:
     texts = [p.text.value for p in message.content if p.type == "text"]
     images = [p.image_url for p in message.content if p.type == "image_url"]

@@ -15,11 +15,23 @@ from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFa
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
 from services.run_poller import knowledge, records
-from services.run_poller.context import NoRoom, chat_request, timeline
+from services.run_poller.context import NoRoom, chat_request, text_size, timeline
 from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
+
+INLINE_PROMPT_CHARS = 4_000
+"""A prompt this short is counted on the event loop (under 2 ms); a longer one in a thread,
+which costs more than counting a short one."""
+
+_CLAIMABLE = (
+    "SELECT id FROM runs WHERE (status = 'queued'"
+    " AND updated_at < now() - make_interval(secs => $1))"
+    " OR (status = 'in_progress' AND lease_expires_at < now())"
+    " ORDER BY seq LIMIT 100"
+)
+"""Runs nobody drives: queued for longer than $1 seconds, or with an expired lease."""
 
 
 class Engine:
@@ -34,6 +46,8 @@ class Engine:
         self._stop_requested: set[str] = set()
         self._writers: dict[str, ReplyWriter] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
+        self._offering: set[str] = set()
+        self._offers: set[asyncio.Task[None]] = set()
 
     async def offer(self, run_id: str) -> bool:
         """Claim the run if it is claimable and start driving it; True if claimed."""
@@ -87,13 +101,7 @@ class Engine:
                             )  # fmt: skip
                 except Exception:
                     log.exception("finishing the cancel of run %s failed", row["id"])
-            stale = await conn.fetch(
-                "SELECT id FROM runs WHERE (status = 'queued'"
-                " AND updated_at < now() - make_interval(secs => $1))"
-                " OR (status = 'in_progress' AND lease_expires_at < now())"
-                " ORDER BY seq LIMIT 100",
-                float(self._settings.wakeup_grace_seconds),
-            )
+            stale = await conn.fetch(_CLAIMABLE, float(self._settings.wakeup_grace_seconds))
         for row in stale:
             try:
                 if await self.offer(row["id"]):
@@ -107,6 +115,8 @@ class Engine:
         A stopped run's lease is released and a wake-up queued in one transaction, so another
         run-poller takes it over at once instead of when the lease would have expired.
         """
+        for offer in self._offers:
+            offer.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=grace)
         for task in list(self._tasks.values()):
@@ -129,7 +139,7 @@ class Engine:
                     list(ACTIVE_STATUSES),
                 )
                 for row in handed:
-                    await runs.wake(conn, row["id"], row["thread_id"])
+                    await runs.wake(conn, row["id"])
         except Exception:  # the leases then expire as after a crash
             log.exception("could not hand runs back at shutdown (their leases expire)")
             return
@@ -143,23 +153,39 @@ class Engine:
             self._stop_requested.add(run_id)
             task.cancel()
 
-    async def listen_for_cancels(self) -> None:
-        """Stop runs as soon as the API or run-starter asks (Postgres NOTIFY); reconnects."""
-        while True:
-            closed = asyncio.Event()
-            try:
-                conn = await db.connect(self._settings.database_url)
-            except db.ERRORS as exc:
-                log.warning("cancel listener: %s; reconnecting", exc)
-                await asyncio.sleep(1)
-                continue
-            try:
-                conn.add_termination_listener(lambda *_, done=closed: done.set())
-                await conn.add_listener(cancel.CHANNEL, lambda *args: self.stop(str(args[-1])))
-                await closed.wait()
-            finally:
-                with contextlib.suppress(*db.ERRORS):
-                    await asyncio.shield(conn.close(timeout=2))
+    async def listen(self) -> None:
+        """Claim runs as soon as they are queued or woken, and stop runs as soon as the API or
+        run-starter asks (Postgres NOTIFY on `threadbus_runs` and `threadbus_cancel`).
+
+        On every (re)connect it first offers every run that is claimable now, so a wake-up
+        sent while it was not listening waits for nothing.
+        """
+
+        async def catch_up(conn: asyncpg.Connection) -> None:
+            for row in await conn.fetch(_CLAIMABLE, 0.0):
+                self.woken(row["id"])
+
+        channels = {cancel.CHANNEL: self.stop, runs.WAKE_CHANNEL: self.woken}
+        await db.listen(self._settings.database_url, channels, connected=catch_up)
+
+    def woken(self, run_id: str) -> None:
+        """A wake-up arrived: offer the run in a task of its own (one per run at a time)."""
+        if run_id in self._tasks or run_id in self._offering:
+            return
+        self._offering.add(run_id)
+        task = asyncio.create_task(self._offer_woken(run_id), name=f"offer {run_id}")
+        self._offers.add(task)
+        task.add_done_callback(self._offers.discard)
+
+    async def _offer_woken(self, run_id: str) -> None:
+        try:
+            await self.offer(run_id)
+        except db.ERRORS as exc:
+            log.warning("run %s: claim failed: %s; the sweeper will re-drive it", run_id, exc)
+        except Exception:
+            log.exception("run %s: claim failed; the sweeper will re-drive it", run_id)
+        finally:
+            self._offering.discard(run_id)
 
     async def _drive(self, claim: Claim) -> None:
         lease = claim.lease
@@ -233,19 +259,21 @@ class Engine:
         if not self._model.configured:
             await self._fail(lease, ModelFailure("server_error", NOT_CONFIGURED))
             return
-        async with self._pool.acquire() as conn, conn.transaction():
-            run = await records.hold(conn, lease)
-            waiting = await records.resume(conn, run, lease.cause)
-            if waiting:
-                await records.dispatch(conn, waiting)
-                await records.park(conn, lease, self._settings.tool_wait_seconds)
-                return
-            steps_taken = await conn.fetchval(
-                "SELECT count(*) FROM run_steps WHERE run_id = $1", run.id
-            )
-            spent = dict(await conn.fetchval("SELECT spent FROM runs WHERE id = $1", run.id))
+        async with self._pool.acquire() as conn:
+            # One read for a fresh turn; a step left open (a tool step whose results came in,
+            # or a reply a crashed attempt opened) is resumed under the locks.
+            run, steps_taken, spent, open_step = await records.turn_state(conn, lease)
+            existing = None
+            if open_step:
+                async with conn.transaction():
+                    run = await records.hold(conn, lease)
+                    waiting = await records.resume(conn, run, lease.cause)
+                    if waiting:
+                        await records.dispatch(conn, waiting)
+                        await records.park(conn, lease, self._settings.tool_wait_seconds)
+                        return
+                    existing = await records.open_reply(conn, run)
             items = await timeline(conn, run.thread_id)
-            existing = await records.open_reply(conn, run)
         if any(tool.type == "file_search" for tool in run.tools):
             problem = await knowledge.wait_until_searchable(
                 self._pool, run, self._settings.file_search_wait_seconds
@@ -269,7 +297,10 @@ class Engine:
         if run.max_prompt_tokens is not None:
             budget = min(budget, run.max_prompt_tokens - spent["prompt_tokens"])
         try:
-            request = await asyncio.to_thread(chat_request, run, items, budget=budget)
+            if text_size(items) < INLINE_PROMPT_CHARS:
+                request = chat_request(run, items, budget=budget)
+            else:
+                request = await asyncio.to_thread(chat_request, run, items, budget=budget)
         except NoRoom as exc:
             if run.max_prompt_tokens is not None:
                 await self._end_incomplete(lease, "max_prompt_tokens", spent)

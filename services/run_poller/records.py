@@ -14,7 +14,7 @@ from services.core.errors import NotFound
 from services.core.ids import new_id
 from services.core.model import Completion, ModelFailure
 from services.core.runstate import Lease, LeaseLost
-from services.core.store import messages, steps, toolcalls
+from services.core.store import messages, runs, steps, toolcalls
 from services.core.store.toolcalls import ToolCallRow
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,42 @@ async def lock_thread(conn: asyncpg.Connection, thread_id: str) -> None:
 
 
 async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "in_progress") -> Run:
-    """Lock the run's thread, then the run, and check the lease (raises LeaseLost)."""
-    await lock_thread(conn, lease.thread_id)
-    return await runstate.hold(conn, lease, status=status)
+    """Lock the run's thread, then the run, and check the lease (raises LeaseLost); one
+    statement: the thread's lock is taken in the CTE, before any run row is returned and
+    locked, so the order is the one every writer uses."""
+    row = await conn.fetchrow(
+        "WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = $1 FOR UPDATE)"
+        " SELECT r.* FROM runs r JOIN t ON t.id = r.thread_id"
+        " WHERE r.id = $2 AND r.lease_token = $3 AND r.status = $4 FOR UPDATE OF r",
+        lease.thread_id,
+        lease.run_id,
+        lease.token,
+        status,
+    )
+    if row is None:
+        raise LeaseLost(lease.run_id)
+    return runs.render(dict(row))
+
+
+async def turn_state(
+    conn: asyncpg.Connection, lease: Lease
+) -> tuple[Run, int, dict[str, int], bool]:
+    """The run at the start of a turn, in one statement and without locks (every later write
+    is fenced): the run (LeaseLost if the lease is gone), how many steps it took, the tokens
+    it spent, and whether a step is still open."""
+    row = await conn.fetchrow(
+        "SELECT r.*, (SELECT count(*) FROM run_steps WHERE run_id = r.id) AS steps_taken,"
+        " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
+        " AS open_step FROM runs r WHERE r.id = $1 AND r.lease_token = $2"
+        " AND r.status = 'in_progress'",
+        lease.run_id,
+        lease.token,
+    )
+    if row is None:
+        raise LeaseLost(lease.run_id)
+    values = dict(row)
+    steps_taken, open_step = values.pop("steps_taken"), values.pop("open_step")
+    return runs.render(values), steps_taken, dict(values["spent"]), open_step
 
 
 async def spend(conn: asyncpg.Connection, run_id: str, usage: dict[str, int]) -> dict[str, int]:

@@ -76,10 +76,11 @@ class ReplyWriter:
         message_id = new_id("msg")
         details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
         # The images the code displayed lead the reply, as the hosted tool put them.
-        self._images = [
-            {"type": "image_file", "image_file": {"file_id": file_id}}
-            for file_id in await citations.images_since_last_reply(conn, self._run.id)
-        ]
+        if self._offers("code_interpreter"):
+            self._images = [
+                {"type": "image_file", "image_file": {"file_id": file_id}}
+                for file_id in await citations.images_since_last_reply(conn, self._run.id)
+            ]
         self.step = await steps.open_step(conn, self._run, "message_creation", details)
         self.message = await messages.open_assistant_message(
             conn, self._run, message_id, self._images
@@ -91,6 +92,10 @@ class ReplyWriter:
             ("thread.message.in_progress", self.message),
         ):
             await outbox.emit(conn, type_, self._run.thread_id, data, self._lease.cause)
+
+    def _offers(self, tool: str) -> bool:
+        """The run offers that tool to the model (else it made no such call: no query)."""
+        return any(offered.type == tool for offered in self._run.tools)
 
     async def flush_in(self, conn: asyncpg.Connection) -> None:
         """Emit the waiting text as one `thread.message.delta`."""
@@ -124,7 +129,10 @@ class ReplyWriter:
         await self.open_in(conn)
         assert self.step is not None
         await self.flush_in(conn)
-        cited = citations.annotations(text, await citations.results_of(conn, self._run.id))
+        results = []
+        if self._offers("file_search"):
+            results = await citations.results_of(conn, self._run.id)
+        cited = citations.annotations(text, results)
         if "sandbox:/mnt/data/" in text:
             written = await citations.written_files(conn, self._run.thread_id)
             cited = sorted(

@@ -41,31 +41,34 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         payload, problem = None, f"the record is not JSON: {exc}"
     event_id, source = _identity(payload)
-    async with pool.acquire() as conn, conn.transaction():
-        if event_id is not None and not await _first_time(conn, source, event_id):
-            return "duplicate"
-        if problem is None:
-            try:
-                event = INBOUND.validate_python(payload)
-            except ValidationError as exc:
-                problem = "the event is not a valid Threadbus inbound event: " + _explain(exc)
-        if problem is not None:
-            await _reject(conn, record, event_id, problem, "invalid_event")
-            return "rejected"
+    event: UserMessage | SubmitToolOutputs | CancelRun | None = None
+    if problem is None:
         try:
-            async with conn.transaction():
-                await _act_in_project(conn, event.project)
-                await _apply(conn, event, expires_seconds)
-        except ThreadbusError as err:
-            code = err.code or "invalid_request"
-            await _reject(conn, record, event_id, err.message, code, event.subject)
-            return "rejected"
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            # Input the database refuses (a NUL character in text, say) is bad input too.
-            reason = f"the event could not be stored: {exc}"
-            await _reject(conn, record, event_id, reason, "invalid_event", event.subject)
-            return "rejected"
-    return "accepted"
+            event = INBOUND.validate_python(payload)
+        except ValidationError as exc:
+            problem = "the event is not a valid Threadbus inbound event: " + _explain(exc)
+    code, subject = "invalid_event", None
+    async with pool.acquire() as conn:
+        if event is not None:
+            try:
+                async with conn.transaction():
+                    if event_id is not None and not await _first_time(conn, source, event_id):
+                        return "duplicate"
+                    await _act_in_project(conn, event.project)
+                    await _apply(conn, event, expires_seconds)
+                    return "accepted"
+            except ThreadbusError as err:
+                problem, code = err.message, err.code or "invalid_request"
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                # Input the database refuses (a NUL character in text, say) is bad input too.
+                problem = f"the event could not be stored: {exc}"
+            subject = event.subject
+        # Refused: everything the event did was rolled back; record it as seen and reject it.
+        async with conn.transaction():
+            if event_id is not None and not await _first_time(conn, source, event_id):
+                return "duplicate"
+            await _reject(conn, record, event_id, problem or "", code, subject)
+    return "rejected"
 
 
 def _identity(payload: Any) -> tuple[str | None, str]:
@@ -131,12 +134,11 @@ async def _user_message(conn: asyncpg.Connection, event: UserMessage, expires_se
     )
     await messages.create(conn, thread.id, body, cause=event.id, source=(event.source, event.id))
     options = data.run or RunOptions()
-    if await runs.active(conn, thread.id) is not None:
-        await runs.fold(conn, thread.id, assistant.id, options, cause=event.id)
-        return
-    await runs.create(
+    queued = await runs.queue(
         conn, thread.id, assistant, options, expires_seconds=expires_seconds, cause=event.id
     )
+    if queued is None:  # the thread has an active run: this message starts the next one
+        await runs.fold(conn, thread.id, assistant.id, options, cause=event.id)
 
 
 async def _reject(

@@ -5,10 +5,8 @@ from typing import Any
 
 import asyncpg
 
-from schemas import topics
 from schemas.assistants import Assistant
 from schemas.common import Page
-from schemas.events import ProcessRun
 from schemas.requests import RunOptions
 from schemas.runs import ACTIVE_STATUSES, Run
 from services.core import outbox
@@ -18,6 +16,11 @@ from services.core.store import assistants
 from services.core.store.pagination import Order, page
 
 log = logging.getLogger(__name__)
+
+
+WAKE_CHANNEL = "threadbus_runs"
+"""Postgres NOTIFY channel naming a run to claim: the run-pollers listen (ARCHITECTURE.md,
+"Waking the run-poller")."""
 
 
 def render(row: dict[str, Any]) -> Run:
@@ -82,44 +85,62 @@ async def create(
     cause: str | None = None,
     run_id: str | None = None,
 ) -> Run:
-    """Queue a run; emits `thread.run.created`, `thread.run.queued` and a wake-up.
-
-    Raises InvalidRequest when the thread already has an active run.
-    """
-    if (running := await active(conn, thread_id)) is not None:
-        raise InvalidRequest(f"Thread {thread_id} already has an active run {running}.")
-    values = _effective(assistant, options)
-    run_id = run_id or new_id("run")
-    cols = ["id", "thread_id", "assistant_id", "status", "cause_event_id", *values]
-    try:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                f"INSERT INTO runs ({', '.join(cols)}, expires_at)"
-                f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))},"
-                f" epoch_now() + ${len(cols) + 1}) RETURNING *",
-                run_id,
-                thread_id,
-                assistant.id,
-                "queued",
-                cause,
-                *values.values(),
-                expires_seconds,
-            )
-    except asyncpg.UniqueViolationError:
+    """Queue a run (see `queue`); InvalidRequest when the thread already has an active run."""
+    run = await queue(
+        conn, thread_id, assistant, options,
+        expires_seconds=expires_seconds, cause=cause, run_id=run_id,
+    )  # fmt: skip
+    if run is None:
         running = await active(conn, thread_id)
-        raise InvalidRequest(f"Thread {thread_id} already has an active run {running}.") from None
-    assert row is not None
-    run = render(dict(row))
-    await outbox.emit(conn, "thread.run.created", thread_id, run, cause)
-    await outbox.emit(conn, "thread.run.queued", thread_id, run, cause)
-    await wake(conn, run.id, thread_id)
+        raise InvalidRequest(f"Thread {thread_id} already has an active run {running}.")
     return run
 
 
-async def wake(conn: asyncpg.Connection, run_id: str, thread_id: str) -> None:
-    """Queue a wake-up for the run-poller."""
-    order = ProcessRun(id=new_id("cmd"), run_id=run_id, thread_id=thread_id)
-    await outbox.enqueue(conn, topics.RUNS, thread_id, order)
+async def queue(
+    conn: asyncpg.Connection,
+    thread_id: str,
+    assistant: Assistant,
+    options: RunOptions,
+    *,
+    expires_seconds: int,
+    cause: str | None = None,
+    run_id: str | None = None,
+) -> Run | None:
+    """Queue a run and emit `thread.run.created`, `thread.run.queued` and a wake-up; None
+    when the thread already has an active run.
+
+    One statement: the insert gives way to the one-active-run index, and wakes the
+    run-pollers as it commits.
+    """
+    values = _effective(assistant, options)
+    run_id = run_id or new_id("run")
+    cols = ["id", "thread_id", "assistant_id", "status", "cause_event_id", *values]
+    row = await conn.fetchrow(
+        f"WITH r AS (INSERT INTO runs ({', '.join(cols)}, expires_at)"
+        f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))},"
+        f" epoch_now() + ${len(cols) + 1}) ON CONFLICT DO NOTHING RETURNING *)"
+        f" SELECT r.*, pg_notify('{WAKE_CHANNEL}', r.id)::text AS woken FROM r",
+        run_id,
+        thread_id,
+        assistant.id,
+        "queued",
+        cause,
+        *values.values(),
+        expires_seconds,
+    )
+    if row is None:
+        return None
+    values = dict(row)
+    del values["woken"]
+    run = render(values)
+    await outbox.emit(conn, "thread.run.created", thread_id, run, cause)
+    await outbox.emit(conn, "thread.run.queued", thread_id, run, cause)
+    return run
+
+
+async def wake(conn: asyncpg.Connection, run_id: str) -> None:
+    """Wake the run-pollers when the transaction commits (a hint: the run row decides)."""
+    await conn.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, run_id)
 
 
 async def get(conn: asyncpg.Connection, thread_id: str, run_id: str) -> Run:
