@@ -62,7 +62,7 @@ class RunStream:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,  # a stream wants each event as soon as it is there
+            fetch_max_wait_ms=bus.urgent_fetch_wait_ms(),  # each event as soon as it is there
         )
         self._started = False
         self._release = limits.claim_stream()

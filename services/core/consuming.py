@@ -113,6 +113,63 @@ class Consumer:
             await self._dead_letter(raw, value, f"the handler failed: {_describe(exc)}", failures)
         self._failures.pop(where, None)
 
+    async def handle_batch(
+        self,
+        message: KafkaMessage,
+        decode: Callable[[bytes], Value],
+        action: Callable[[list[Value]], Awaitable[Any]],
+    ) -> None:
+        """Decode a batch of records and act on them together; the offsets commit once.
+
+        Records that do not decode are dead-lettered. When the action fails for a reason other
+        than an outage, the records are tried one at a time, each within its own budget, so
+        one bad record is dead-lettered and the rest go through. An outage raises: the whole
+        batch comes back (the action must be idempotent).
+        """
+        records = message.raw_message
+        assert isinstance(records, tuple)  # batch subscribers only
+        decoded: list[tuple[Any, Value]] = []
+        undecodable: list[tuple[Any, str]] = []
+        for raw in records:
+            try:
+                decoded.append((raw, decode(raw.value or b"")))
+            except Undecodable as exc:
+                undecodable.append((raw, str(exc)))
+        try:
+            if decoded:
+                await action([value for _, value in decoded])
+        except OUTAGES as exc:
+            log.warning("%s: %s on a batch of %d; retrying", self._group, _describe(exc),
+                        len(records))  # fmt: skip
+            await asyncio.sleep(FIRST_PAUSE_SECONDS)
+            raise
+        except Exception:
+            log.warning("%s: a batch of %d failed; handling its records one at a time",
+                        self._group, len(decoded), exc_info=True)  # fmt: skip
+            for raw, value in decoded:
+                await self._one_of_batch(raw, value, action)
+        for raw, reason in undecodable:
+            await self._dead_letter(raw, raw.value or b"", reason, attempts=1)
+
+    async def _one_of_batch(
+        self, raw: Any, value: Value, action: Callable[[list[Value]], Awaitable[Any]]
+    ) -> None:
+        """One record of a failed batch: its own budget, then the DLQ (outages raise)."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await action([value])
+                return
+            except OUTAGES:
+                raise
+            except Exception as exc:
+                log.exception("%s failed on %s/%d@%d (attempt %d of %d)", self._group,
+                              raw.topic, raw.partition, raw.offset, attempt, ATTEMPTS)  # fmt: skip
+                if attempt == ATTEMPTS:
+                    reason = f"the handler failed: {_describe(exc)}"
+                    await self._dead_letter(raw, raw.value or b"", reason, attempt)
+                    return
+                await asyncio.sleep(_pause(attempt))
+
     async def _dead_letter(self, raw: Any, value: bytes, reason: str, attempts: int) -> None:
         """Park the record on `threadbus.dlq`; if even that fails, the record comes back."""
         text = value.decode("utf-8", errors="replace")

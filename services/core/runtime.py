@@ -8,7 +8,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -148,6 +148,36 @@ async def periodic(seconds: float, action: Callable[[], Awaitable[object]], name
         await asyncio.sleep(seconds)
 
 
+T = TypeVar("T")
+
+
+class Slot(Generic[T]):
+    """Something a lifespan opened, for this process's handlers.
+
+    Handlers take what they need from slots, not from FastStream's `Context` injection, which
+    resolved each injected argument in a worker thread: a thread hop per argument per record,
+    a tenth of the run-starter's CPU (brokers are made with `apply_types=False`).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._value: T | None = None
+
+    def set(self, value: T | None) -> None:
+        """Fill the slot (None empties it)."""
+        self._value = value
+
+    def get(self) -> T:
+        """What the slot holds; an error before the lifespan filled it."""
+        if self._value is None:
+            raise RuntimeError(f"{self._name} is not open yet")
+        return self._value
+
+
+RUNTIME: Slot["Runtime"] = Slot("the runtime")
+"""This process's runtime, while `open_runtime` is open."""
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: CoreSettings, *, health: bool = True, scoped: bool = False
@@ -169,9 +199,11 @@ async def open_runtime(
     probes = HealthServer(settings.health_port, runtime.ready) if health else None
     if probes is not None:
         await probes.start()
+    RUNTIME.set(runtime)
     try:
         yield runtime
     finally:
+        RUNTIME.set(None)
         if probes is not None:
             await probes.stop()
         await owner.stop()

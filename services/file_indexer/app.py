@@ -3,13 +3,13 @@
 import contextlib
 from collections.abc import AsyncIterator
 
-from faststream import ContextRepo, FastStream
+from faststream import FastStream
 
 from services.core import bus
 from services.core.blobs import open_store
 from services.core.embeddings import open_embedder
 from services.core.runtime import open_runtime
-from services.file_indexer.handlers import router
+from services.file_indexer.handlers import INDEXER, router
 from services.file_indexer.indexer import Indexer
 from services.file_indexer.settings import Settings
 
@@ -20,13 +20,12 @@ broker.include_router(router)
 
 
 @contextlib.asynccontextmanager
-async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+async def lifespan() -> AsyncIterator[None]:
     """Open the runtime, load the embedder, pull work until shutdown, then hand files back."""
     async with open_runtime(settings) as runtime, open_embedder(settings) as embedder:
         indexer = Indexer(runtime.pool, open_store(settings, runtime.pool), embedder, settings,
                           runtime.owner)  # fmt: skip
-        context.set_global("indexer", indexer)
-        context.set_global("runtime", runtime)
+        INDEXER.set(indexer)
         loops = runtime.task_owner()
         loops.start(indexer.pull(), "pull files")
         try:

@@ -4,7 +4,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator
 
-from faststream import ContextRepo, FastStream
+from faststream import FastStream
 
 from services.core import bus
 from services.core.runtime import open_runtime, periodic
@@ -19,11 +19,10 @@ broker.include_router(router)
 
 
 @contextlib.asynccontextmanager
-async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+async def lifespan() -> AsyncIterator[None]:
     """Open the pool for the handler (its relay stays idle: the archiver writes no outbox),
     and prune the bookkeeping tables on a timer."""
     async with open_runtime(settings) as runtime:
-        context.set_global("runtime", runtime)
         loops = runtime.task_owner()
         loops.start(
             periodic(settings.retention_interval_seconds,

@@ -2,23 +2,24 @@
 
 import json
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-from faststream import Context
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaMessage
 
 from schemas import topics
 from services.core import bus
 from services.core.consuming import Undecodable
-from services.core.runtime import Runtime
+from services.core.runtime import RUNTIME
 from services.core.store import archive
 
 log = logging.getLogger(__name__)
 
 router = KafkaRouter()
 
-RuntimeDep = Annotated[Runtime, Context("runtime")]
+BATCH = 500
+"""Events archived per statement (and per offset commit) at most: a run makes about a dozen,
+and one round trip each was the archiver's whole cost."""
 
 
 def decode_event(value: bytes) -> dict[str, Any]:
@@ -34,13 +35,24 @@ def decode_event(value: bytes) -> dict[str, Any]:
     return event
 
 
-@router.subscriber(topics.EVENTS, **bus.subscriber_options(topics.GROUP_MESSAGE_ARCHIVER))
-async def on_event(message: KafkaMessage, runtime: RuntimeDep) -> None:
-    """Append the event to its thread's archive; a redelivered event is stored once."""
+@router.subscriber(
+    topics.EVENTS,
+    batch=True,
+    max_records=BATCH,
+    **bus.subscriber_options(topics.GROUP_MESSAGE_ARCHIVER),
+)
+async def on_events(message: KafkaMessage) -> None:
+    """Append a batch of events to their threads' archives in one statement; the offsets
+    commit once per batch. A redelivered event is stored once."""
 
-    async def append(event: dict[str, Any]) -> None:
+    runtime = RUNTIME.get()
+
+    async def append(events: list[dict[str, Any]]) -> None:
         async with runtime.pool.acquire() as conn:
-            if not await archive.append(conn, event):
-                log.debug("event %s (%s) archived before", event["id"], event["type"])
+            stored = await archive.append_many(conn, events)
+        if stored < len(events):
+            log.debug("%d of %d events archived before", len(events) - stored, len(events))
 
-    await runtime.consumer(topics.GROUP_MESSAGE_ARCHIVER).handle(message, decode_event, append)
+    await runtime.consumer(topics.GROUP_MESSAGE_ARCHIVER).handle_batch(
+        message, decode_event, append
+    )

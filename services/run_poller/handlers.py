@@ -1,46 +1,47 @@
 """run-poller subscribers: wake-ups on `threadbus.runs` (the decorators are the topology)."""
 
 import logging
-from typing import Annotated
 
-from faststream import Context
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaMessage
 
 from schemas import topics
 from schemas.events import ProcessRun, ToolCallResult
 from services.core import bus, toolflow
 from services.core.consuming import json_model
-from services.core.runtime import Runtime
+from services.core.runtime import RUNTIME, Slot
 from services.run_poller.engine import Engine
 
 log = logging.getLogger(__name__)
 
 router = KafkaRouter()
 
-EngineDep = Annotated[Engine, Context("engine")]
-RuntimeDep = Annotated[Runtime, Context("runtime")]
+ENGINE: Slot[Engine] = Slot("the engine")
 
 
 @router.subscriber(topics.RUNS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
-async def on_process_run(message: KafkaMessage, runtime: RuntimeDep, engine: EngineDep) -> None:
+async def on_process_run(message: KafkaMessage) -> None:
     """Claim the run and drive it in a task; the offset commits right after the claim.
 
     A wake-up is only a hint: the run row decides. A duplicate or late wake-up finds the run
     claimed or finished and does nothing.
     """
 
+    engine = ENGINE.get()
+
     async def offer(order: ProcessRun) -> None:
         if await engine.offer(order.run_id):
             log.debug("claimed run %s", order.run_id)
 
-    consumer = runtime.consumer(topics.GROUP_RUN_POLLER)
+    consumer = RUNTIME.get().consumer(topics.GROUP_RUN_POLLER)
     await consumer.handle(message, json_model(ProcessRun), offer)
 
 
 @router.subscriber(topics.TOOL_RESULTS, **bus.subscriber_options(topics.GROUP_RUN_POLLER_RESULTS))
-async def on_tool_result(message: KafkaMessage, runtime: RuntimeDep) -> None:
+async def on_tool_result(message: KafkaMessage) -> None:
     """Store a server-side tool result once; the run wakes when its step is fully answered."""
+
+    runtime = RUNTIME.get()
 
     async def store(result: ToolCallResult) -> None:
         async with runtime.pool.acquire() as conn, conn.transaction():

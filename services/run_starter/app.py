@@ -3,7 +3,7 @@
 import contextlib
 from collections.abc import AsyncIterator
 
-from faststream import ContextRepo, FastStream
+from faststream import FastStream
 
 from services.core import bus
 from services.core.runtime import open_runtime
@@ -17,10 +17,9 @@ broker.include_router(router)
 
 
 @contextlib.asynccontextmanager
-async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+async def lifespan() -> AsyncIterator[None]:
     """Open the pool, producer and relay for the handlers."""
-    async with open_runtime(settings) as runtime:
-        context.set_global("runtime", runtime)
+    async with open_runtime(settings):
         yield
 
 

@@ -1,24 +1,20 @@
 """run-starter subscriber: `threadbus.inbound` (the decorator is the topology)."""
 
-from typing import Annotated
-
-from faststream import Context
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaMessage
 
 from schemas import topics
 from services.core import bus
-from services.core.runtime import Runtime
+from services.core.runtime import RUNTIME
 from services.run_starter.intake import Record, accept
 
 router = KafkaRouter()
 
-RuntimeDep = Annotated[Runtime, Context("runtime")]
 
-
-@router.subscriber(topics.INBOUND, **bus.subscriber_options(topics.GROUP_RUN_STARTER))
-async def on_inbound(message: KafkaMessage, runtime: RuntimeDep) -> None:
+@router.subscriber(topics.INBOUND, **bus.subscriber_options(topics.GROUP_RUN_STARTER, urgent=True))
+async def on_inbound(message: KafkaMessage) -> None:
     """Apply one inbound CloudEvent; bad ones go to the DLQ. The offset commits after commit."""
+    runtime = RUNTIME.get()
     raw = message.raw_message
     assert not isinstance(raw, tuple)  # a single-record subscriber, not a batch one
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import httpx
-from faststream import ContextRepo, FastStream
+from faststream import FastStream
 
 from services.core import bus
 from services.core.blobs import open_store
@@ -17,7 +17,7 @@ from services.tool_executor.bwrap import Limits
 from services.tool_executor.code_interpreter import CodeInterpreter, Options
 from services.tool_executor.executor import BuiltinTool, Executor
 from services.tool_executor.file_search import FileSearch
-from services.tool_executor.handlers import build_router
+from services.tool_executor.handlers import EXECUTOR, build_router
 from services.tool_executor.registry import load_handlers
 from services.tool_executor.sessions import Sessions
 from services.tool_executor.settings import Settings
@@ -31,7 +31,7 @@ broker.include_router(build_router(settings.workers))
 
 
 @contextlib.asynccontextmanager
-async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+async def lifespan() -> AsyncIterator[None]:
     """Load the handlers, advertise them, and answer calls until shutdown."""
     async with (
         open_runtime(settings) as runtime,
@@ -64,8 +64,7 @@ async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
             "code_interpreter": code,
         }
         executor = Executor(runtime.pool, handlers, runtime.owner, builtins)
-        context.set_global("executor", executor)
-        context.set_global("runtime", runtime)
+        EXECUTOR.set(executor)
         loops = runtime.task_owner()
         loops.start(periodic(settings.heartbeat_seconds, executor.advertise, "advertise"), "ads")
         if sessions is not None:

@@ -1,20 +1,16 @@
 """tool-executor subscriber: `threadbus.tool_calls` (the decorator is the topology)."""
 
-from typing import Annotated
-
-from faststream import Context
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaMessage
 
 from schemas import topics
 from schemas.events import ExecuteToolCall
 from services.core import bus
 from services.core.consuming import json_model
-from services.core.runtime import Runtime
+from services.core.runtime import RUNTIME, Slot
 from services.tool_executor.executor import Executor
 
-ExecutorDep = Annotated[Executor, Context("executor")]
-RuntimeDep = Annotated[Runtime, Context("runtime")]
+EXECUTOR: Slot[Executor] = Slot("the executor")
 
 
 def build_router(workers: int) -> KafkaRouter:
@@ -29,11 +25,9 @@ def build_router(workers: int) -> KafkaRouter:
         options["max_workers"] = workers
 
     @router.subscriber(topics.TOOL_CALLS, **options)
-    async def on_tool_call(
-        message: KafkaMessage, runtime: RuntimeDep, executor: ExecutorDep
-    ) -> None:
+    async def on_tool_call(message: KafkaMessage) -> None:
         """Answer one tool call; the offset commits after the result is recorded."""
-        consumer = runtime.consumer(topics.GROUP_TOOL_EXECUTOR)
-        await consumer.handle(message, json_model(ExecuteToolCall), executor.execute)
+        consumer = RUNTIME.get().consumer(topics.GROUP_TOOL_EXECUTOR)
+        await consumer.handle(message, json_model(ExecuteToolCall), EXECUTOR.get().execute)
 
     return router

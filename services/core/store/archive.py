@@ -8,17 +8,20 @@ import asyncpg
 _MESSAGE_FINAL = ("thread.message.completed", "thread.message.incomplete")
 
 
-async def append(conn: asyncpg.Connection, event: dict[str, Any]) -> bool:
-    """Archive one outbound event; False when it was archived before."""
-    inserted = await conn.fetchval(
-        "INSERT INTO archive (thread_id, event_id, type, event) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-        event.get("subject") or "",
-        event["id"],
-        event["type"],
-        event,
+async def append_many(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> int:
+    """Archive outbound events in one statement, in the order given; returns how many were
+    new (an event archived before is skipped)."""
+    stored = await conn.fetchval(
+        "WITH new AS (INSERT INTO archive (thread_id, event_id, type, event)"
+        " SELECT t, i, y, e FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])"
+        " WITH ORDINALITY AS r(t, i, y, e, n) ORDER BY n"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING 1) SELECT count(*) FROM new",
+        [event.get("subject") or "" for event in events],
+        [event["id"] for event in events],
+        [event["type"] for event in events],
+        events,
     )
-    return inserted is not None
+    return int(stored)
 
 
 async def events(conn: asyncpg.Connection, thread_id: str) -> AsyncIterator[dict[str, Any]]:
