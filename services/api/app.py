@@ -27,8 +27,14 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.settings = settings
             app.state.blobs = open_store(settings, runtime.pool)
             app.state.embedder = embedder
-            yield
+            loops = runtime.task_owner()
+            loops.start(gate.listen(settings.database_url), "key listener")
+            try:
+                yield
+            finally:
+                await loops.stop()
 
+    gate = auth.Gate()
     app = FastAPI(title="Threadbus", version="0.1.0", lifespan=lifespan, docs_url="/docs")
     errors.install(app)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_request_bytes)
@@ -41,7 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         refused = errors.refuse_nul(request) or await auth.authenticate(
-            request, request.app.state.runtime.pool
+            request, request.app.state.runtime.pool, gate
         )
         response = refused or await _limited(request, call_next)
         response.headers["x-request-id"] = f"req_{uuid.uuid4().hex}"

@@ -6,13 +6,15 @@ project becomes the request's (`projects.CURRENT`): every connection the request
 scoped to it.
 """
 
+from collections import OrderedDict
+
 import asyncpg
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from schemas.common import ErrorBody
 from services.api.errors import error_response
-from services.core import keys, projects
+from services.core import db, keys, projects
 from services.core.errors import NotFound
 
 MISSING = (
@@ -23,22 +25,92 @@ MISSING = (
 
 _PARENTS = {"threads": ("threads", "thread"), "vector_stores": ("vector_stores", "vector store")}
 
+KEYS_CHANNEL = "threadbus_keys"
+"""NOTIFY on any change to `api_keys` (migration 0010)."""
 
-async def _foreign_parent(conn: asyncpg.Connection, path: str, project: str) -> JSONResponse | None:
-    """A 404 for `/v1/threads/{id}/...` or `/v1/vector_stores/{id}/...` unless that thread or
-    store is the project's: what lives under it (messages, runs, steps, a store's files) is
-    reached by the parent's id, so another project's parent answers exactly as a missing
-    one does (the same 404, whatever comes after it in the path)."""
-    parts = path.split("/")  # "", "v1", "threads", "{id}", "runs", ...
-    if len(parts) < 5 or parts[2] not in _PARENTS or (parts[2], parts[3]) == ("threads", "runs"):
-        return None
-    table, kind = _PARENTS[parts[2]]
-    mine = await conn.fetchval(
-        f"SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1 AND project_id = $2)",
-        parts[3],
-        project,
-    )
-    return None if mine else error_response(404, NotFound.of(kind, parts[3]).body())
+
+class Gate:
+    """The door's memory: what key checks answered, and whose threads and stores are whose.
+
+    A key's answer is kept until any key changes: a trigger notifies `threadbus_keys` on
+    every change and `listen` empties the memory at once; while the listener is not
+    connected nothing is kept, so a revocation is never missed. A parent's project is kept
+    for good: an id names one object, which never changes project (a deleted one is gone,
+    and its id is not reused). So a request in the steady state asks Postgres nothing here.
+    """
+
+    MAX_KEYS = 10_000
+    MAX_PARENTS = 100_000
+
+    def __init__(self) -> None:
+        self._keys: dict[str | None, tuple[bool, str | None]] = {}
+        self._parents: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._generation = 0
+        self._listening = False
+
+    def forget_keys(self, *_: object) -> None:
+        """A key changed (or might have): ask Postgres again."""
+        self._keys.clear()
+        self._generation += 1
+
+    async def listen(self, dsn: str) -> None:
+        """Keep `_keys` valid until cancelled (reconnects; memory off while disconnected)."""
+
+        async def connected(_: asyncpg.Connection) -> None:
+            self.forget_keys()  # changes while disconnected were not heard
+            self._listening = True
+
+        def lost() -> None:
+            self._listening = False
+            self.forget_keys()
+
+        await db.listen(dsn, {KEYS_CHANNEL: self.forget_keys}, connected=connected, lost=lost)
+
+    async def project_of(self, pool: asyncpg.Pool, key: str | None) -> tuple[bool, str | None]:
+        """(whether keys are in force, the project of `key` if it is a live one)."""
+        if (known := self._keys.get(key)) is not None:
+            return known
+        generation = self._generation
+        async with pool.acquire() as conn:
+            answer = await keys.project_of(conn, key)
+        # Kept only if no key changed while we asked (else the answer may be stale).
+        if self._listening and generation == self._generation:
+            if len(self._keys) >= self.MAX_KEYS:
+                self._keys.clear()
+            self._keys[key] = answer
+        return answer
+
+    async def foreign_parent(
+        self, pool: asyncpg.Pool, path: str, project: str
+    ) -> JSONResponse | None:
+        """A 404 for `/v1/threads/{id}/...` or `/v1/vector_stores/{id}/...` unless that thread
+        or store is the project's: what lives under it (messages, runs, steps, a store's files)
+        is reached by the parent's id, so another project's parent answers exactly as a
+        missing one does (the same 404, whatever comes after it in the path)."""
+        parts = path.split("/")  # "", "v1", "threads", "{id}", "runs", ...
+        if (
+            len(parts) < 5
+            or parts[2] not in _PARENTS
+            or (parts[2], parts[3]) == ("threads", "runs")
+        ):
+            return None
+        table, kind = _PARENTS[parts[2]]
+        where = (table, parts[3])
+        owner = self._parents.get(where)
+        if owner is None:
+            async with pool.acquire() as conn:
+                owner = await conn.fetchval(
+                    f"SELECT project_id FROM {table} WHERE id = $1", parts[3]
+                )
+            if owner is not None:
+                self._parents[where] = owner
+                if len(self._parents) > self.MAX_PARENTS:
+                    self._parents.popitem(last=False)
+        else:
+            self._parents.move_to_end(where)
+        if owner == project:
+            return None
+        return error_response(404, NotFound.of(kind, parts[3]).body())
 
 
 def _bearer(request: Request) -> str | None:
@@ -48,18 +120,17 @@ def _bearer(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-async def authenticate(request: Request, pool: asyncpg.Pool) -> JSONResponse | None:
+async def authenticate(request: Request, pool: asyncpg.Pool, gate: Gate) -> JSONResponse | None:
     """A 401 in OpenAI's shape for a `/v1` request without a live key, or None (let it in)."""
     if not request.url.path.startswith("/v1"):
         return None
     key = _bearer(request)
-    async with pool.acquire() as conn:
-        enforced, project = await keys.project_of(conn, key)
-        if not enforced:
-            project = projects.DEFAULT
-        if project is not None:
-            projects.CURRENT.set(project)
-            return await _foreign_parent(conn, request.url.path, project)
+    enforced, project = await gate.project_of(pool, key)
+    if not enforced:
+        project = projects.DEFAULT
+    if project is not None:
+        projects.CURRENT.set(project)
+        return await gate.foreign_parent(pool, request.url.path, project)
     if key is None:
         body = ErrorBody(message=MISSING, type="invalid_request_error")
     else:

@@ -26,8 +26,15 @@ CURRENT: ContextVar[str] = ContextVar("threadbus_project", default=NOBODY)
 
 
 async def scope_to_current(conn: asyncpg.Connection) -> None:
-    """Pool `setup` of the API: scope the connection to the current request's project."""
-    await conn.execute("SELECT set_config('threadbus.project', $1, false)", CURRENT.get())
+    """Pool `setup` of the API: scope the connection to the current request's project.
+
+    A session setting outlives the request (pool release resets nothing), so a connection
+    that already acts in that project needs no round trip.
+    """
+    project, known = CURRENT.get(), conn.session_settings
+    if known.get("threadbus.project") != project:
+        await conn.execute("SELECT set_config('threadbus.project', $1, false)", project)
+        known["threadbus.project"] = project
 
 
 async def act_in(conn: asyncpg.Connection, name: str) -> bool:
