@@ -9,7 +9,8 @@ its publish counts as lost.
 
 CPU per run: each process's user + system time (from /proc) over the whole step, divided by the
 runs completed in it: every service, the broker and Postgres (its postmaster and backends).
-The knee is the highest rate whose runs all completed with p99 under a second.
+The knee is the highest rate whose runs all completed with p99 under a second. The services
+run with their deployed timings (`as_deployed`), not the test suite's short leases and sweeps.
 
     .venv/bin/python -m bench.open_loop --rates 5,40,100,150 --seconds 20
 """
@@ -187,6 +188,21 @@ async def measure(bench: Bench, rates: list[float], seconds: float, wait: float)
     print(f"\nknee (every run answered, p99 < 1 s): {knee if knee is not None else 'none'} runs/s")
 
 
+def as_deployed() -> dict[str, str]:
+    """The services' own defaults for the timings the test suite shortens (leases, sweeps,
+    executor consumers): CPU per run is measured as an operator runs the system."""
+    from services.run_poller.settings import Settings as PollerSettings
+    from services.tool_executor.settings import Settings as ExecutorSettings
+
+    poller, executor = PollerSettings.model_fields, ExecutorSettings.model_fields
+    return {
+        "THREADBUS_LEASE_SECONDS": str(poller["lease_seconds"].default),
+        "THREADBUS_SWEEP_INTERVAL_SECONDS": str(poller["sweep_interval_seconds"].default),
+        "THREADBUS_WAKEUP_GRACE_SECONDS": str(poller["wakeup_grace_seconds"].default),
+        "THREADBUS_WORKERS": str(executor["workers"].default),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", default="5,40,100,150", help="offered runs/s, comma-separated")
@@ -195,7 +211,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
-    with running(keep=args.keep) as bench:
+    with running(keep=args.keep, env=as_deployed()) as bench:
         asyncio.run(measure(bench, rates, args.seconds, args.wait))
 
 
