@@ -6,7 +6,8 @@ is terminal (instant scripted model). Two figures:
 
 - sequential: one client, one run after another; latency per run, p50 and p99;
 - concurrent: `--clients` clients (threads, each its own SDK client) in a loop for
-  `--seconds`; completed runs per second.
+  `--seconds`; completed runs per second, and the CPU per run of every process (the
+  benchmark's own process runs the clients and the scripted model).
 
 The services run with their deployed timings (`bench.open_loop.as_deployed`).
 
@@ -14,6 +15,7 @@ The services run with their deployed timings (`bench.open_loop.as_deployed`).
 """
 
 import argparse
+import os
 import threading
 import time
 import warnings
@@ -21,7 +23,7 @@ import warnings
 from openai import OpenAI
 
 from bench.harness import Bench, percentile, running
-from bench.open_loop import as_deployed
+from bench.open_loop import as_deployed, cpu_by_pid, processes, spent
 from tests.system import API_KEY
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK's Assistants notice
@@ -69,6 +71,8 @@ def concurrent(bench: Bench, clients: int, seconds: float) -> None:
             except Exception as exc:  # counted, not fatal: the figure says how many failed
                 failures.append(f"{type(exc).__name__}: {exc}")
 
+    pids = {**processes(bench), "bench (clients and model)": [os.getpid()]}
+    before = cpu_by_pid(pids)
     started = time.monotonic()
     threads = [threading.Thread(target=loop) for _ in range(clients)]
     for thread in threads:
@@ -76,12 +80,17 @@ def concurrent(bench: Bench, clients: int, seconds: float) -> None:
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
+    cpu = spent(before, cpu_by_pid(pids))
     ms = [d * 1000 for d in done]
     print(f"\n== {clients} concurrent clients for {seconds:g} s")
     print(f"completed: {len(done)}, failed: {len(failures)}, throughput: "
           f"{len(done) / elapsed:.1f} runs/s")  # fmt: skip
     if ms:
         print(summary(ms, (("p50", 50), ("p99", 99))))
+    if done:
+        ranked = sorted(cpu.items(), key=lambda kv: -kv[1])
+        parts = ", ".join(f"{name} {seconds * 1000 / len(done):.2f}" for name, seconds in ranked)
+        print(f"CPU per run, ms: {parts}")
     for failure in sorted(set(failures))[:5]:
         print(f"  failure: {failure}")
 

@@ -19,26 +19,28 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
         yield conn
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _blobs(request: Request) -> BlobStore:
+async def _blobs(request: Request) -> BlobStore:
     blobs: BlobStore = request.app.state.blobs
     return blobs
 
 
-def _embedder(request: Request) -> Embedder:
+async def _embedder(request: Request) -> Embedder:
     embedder: Embedder = request.app.state.embedder
     return embedder
 
 
+# Every dependency is async: FastAPI runs a plain function in a worker thread, a thread hop
+# per dependency per request.
 # scope="function": the transaction commits before the response is sent, so a client that
 # reads right after a write sees it (the default scope finishes after the response).
 Conn = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
@@ -52,11 +54,7 @@ class ListParams:
     """`limit`, `order`, `after`, `before`, validated as the hosted API does."""
 
     def __init__(
-        self,
-        limit: Annotated[int, Query()] = 20,
-        order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-        after: Annotated[str | None, Query()] = None,
-        before: Annotated[str | None, Query()] = None,
+        self, limit: int, order: Literal["asc", "desc"], after: str | None, before: str | None
     ):
         if limit > 100:
             raise InvalidRequest(
@@ -78,7 +76,16 @@ class ListParams:
         self.before = before
 
 
-Listing = Annotated[ListParams, Depends()]
+async def _list_params(
+    limit: Annotated[int, Query()] = 20,
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    after: Annotated[str | None, Query()] = None,
+    before: Annotated[str | None, Query()] = None,
+) -> ListParams:
+    return ListParams(limit, order, after, before)
+
+
+Listing = Annotated[ListParams, Depends(_list_params)]
 
 
 async def require_beta(openai_beta: Annotated[str | None, Header()] = None) -> None:
