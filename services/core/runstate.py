@@ -146,16 +146,3 @@ async def renew(conn: asyncpg.Connection, lease: Lease, lease_seconds: float) ->
         float(lease_seconds),
     )
     return str(value) if value is not None else None
-
-
-async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "in_progress") -> Run:
-    """Lock the run row for this transaction and check the lease; raises LeaseLost."""
-    row = await conn.fetchrow(
-        "SELECT * FROM runs WHERE id = $1 AND lease_token = $2 AND status = $3 FOR UPDATE",
-        lease.run_id,
-        lease.token,
-        status,
-    )
-    if row is None:
-        raise LeaseLost(lease.run_id)
-    return run_store.render(dict(row))
