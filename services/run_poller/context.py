@@ -1,5 +1,6 @@
 """What the model sees: a run's instructions, tools and its thread's timeline as a chat request."""
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,18 @@ async def timeline(conn: asyncpg.Connection, thread_id: str) -> list[TimelineIte
     rows = await conn.fetch("SELECT * FROM messages WHERE thread_id = $1", thread_id)
     items += [(r["seq"], messages.render(dict(r))) for r in rows]
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
+
+
+INLINE_PROMPT_CHARS = 4_000
+"""A prompt this short is counted on the event loop (under 2 ms); a longer one in a thread,
+which costs more than counting a short one."""
+
+
+async def prepare(run: Run, items: list[TimelineItem], *, budget: int | None) -> dict[str, Any]:
+    """`chat_request`, on the event loop for a short timeline, else in a worker thread."""
+    if text_size(items) < INLINE_PROMPT_CHARS:
+        return chat_request(run, items, budget=budget)
+    return await asyncio.to_thread(chat_request, run, items, budget=budget)
 
 
 def text_size(items: list[TimelineItem]) -> int:

@@ -4,26 +4,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import asyncpg
 
 from schemas.runs import ACTIVE_STATUSES
 from services.core import cancel, db, outbox, runstate
-from services.core.ids import new_id
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
 from services.run_poller import knowledge, records
-from services.run_poller.context import NoRoom, chat_request, text_size, timeline
+from services.run_poller.context import NoRoom, prepare, timeline
 from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
-
-INLINE_PROMPT_CHARS = 4_000
-"""A prompt this short is counted on the event loop (under 2 ms); a longer one in a thread,
-which costs more than counting a short one."""
 
 _CLAIMABLE = (
     "SELECT id FROM runs WHERE (status = 'queued'"
@@ -297,10 +291,7 @@ class Engine:
         if run.max_prompt_tokens is not None:
             budget = min(budget, run.max_prompt_tokens - spent["prompt_tokens"])
         try:
-            if text_size(items) < INLINE_PROMPT_CHARS:
-                request = chat_request(run, items, budget=budget)
-            else:
-                request = await asyncio.to_thread(chat_request, run, items, budget=budget)
+            request = await prepare(run, items, budget=budget)
         except NoRoom as exc:
             if run.max_prompt_tokens is not None:
                 await self._end_incomplete(lease, "max_prompt_tokens", spent)
@@ -347,7 +338,7 @@ class Engine:
         self, lease: Lease, completion: Completion, writer: ReplyWriter, *, cut_off: bool
     ) -> None:
         usage = records.usage_of(completion)
-        calls = [] if cut_off else self._tool_calls(completion)
+        calls = [] if cut_off else records.tool_calls_of(completion)
         async with self._pool.acquire() as conn, conn.transaction():
             run = await records.hold(conn, lease)
             total = await records.spend(conn, run.id, usage)
@@ -379,19 +370,6 @@ class Engine:
             await records.end_incomplete(conn, lease, reason, spent)
             await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
         log.info("run %s incomplete: %s", lease.run_id, reason)
-
-    @staticmethod
-    def _tool_calls(completion: Completion) -> list[dict[str, Any]]:
-        """The model's calls, each with a unique `call_` id (some servers send none)."""
-        seen: set[str] = set()
-        calls = []
-        for call in completion.tool_calls:
-            call_id = call.get("id") or new_id("call")
-            if call_id in seen:
-                call_id = new_id("call")
-            seen.add(call_id)
-            calls.append({"id": call_id, "name": call["name"], "arguments": call["arguments"]})
-        return calls
 
     async def _fail(
         self, lease: Lease, failure: ModelFailure, writer: ReplyWriter | None = None

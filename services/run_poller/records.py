@@ -33,6 +33,19 @@ def usage_of(completion: Completion) -> dict[str, int]:
     }
 
 
+def tool_calls_of(completion: Completion) -> list[dict[str, Any]]:
+    """The model's calls, each with a unique `call_` id (some servers send none)."""
+    seen: set[str] = set()
+    calls = []
+    for call in completion.tool_calls:
+        call_id = call.get("id") or new_id("call")
+        if call_id in seen:
+            call_id = new_id("call")
+        seen.add(call_id)
+        calls.append({"id": call_id, "name": call["name"], "arguments": call["arguments"]})
+    return calls
+
+
 async def lock_thread(conn: asyncpg.Connection, thread_id: str) -> None:
     """Lock the thread first, then the run: the order every writer of a thread's runs uses."""
     await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)

@@ -1,6 +1,7 @@
 """The engine against real Postgres, in-process: failures, retries, and no model configured."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -17,16 +18,31 @@ from tests.fakes.model_server import ScriptedModelServer
 from tests.system import Infrastructure
 
 
+@pytest.fixture(scope="module")
+async def database_url(infra: Infrastructure) -> str:
+    """A migrated database of its own: the suite's running run-pollers, woken by NOTIFY the
+    moment a run is queued, would otherwise claim these runs before the engine under test."""
+    name = f"engine_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
+    await db.migrate(url)
+    return url
+
+
 @pytest.fixture
-async def pool(infra: Infrastructure) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(infra.database_url, size=4)
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database_url, size=4)
     yield pool
     await pool.close()
 
 
-def settings(infra: Infrastructure) -> Settings:
+def settings(infra: Infrastructure, database_url: str) -> Settings:
     return Settings(
-        database_url=infra.database_url,
+        database_url=database_url,
         kafka_bootstrap_servers=infra.bootstrap,
         lease_seconds=5,
         model_retry_backoff_seconds=0.01,
@@ -54,10 +70,10 @@ async def drive(pool: asyncpg.Pool, engine: Engine, run: Run) -> Run:
 
 
 async def test_without_a_model_endpoint_the_run_fails_saying_what_to_set(
-    pool: asyncpg.Pool, infra: Infrastructure
+    pool: asyncpg.Pool, infra: Infrastructure, database_url: str
 ) -> None:
     model = ModelClient(base_url=None, api_key=None)
-    engine = Engine(pool, model, settings(infra), "test")
+    engine = Engine(pool, model, settings(infra, database_url), "test")
     run = await drive(pool, engine, await queue_run(pool, "hello?"))
     assert run.status == "failed"
     assert run.last_error is not None
@@ -75,11 +91,16 @@ async def test_without_a_model_endpoint_the_run_fails_saying_what_to_set(
     [(500, "server_error"), (429, "rate_limit_exceeded"), (400, "invalid_prompt")],
 )
 async def test_a_failing_model_fails_the_run_after_bounded_retries(
-    pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer, status: int, code: str
+    pool: asyncpg.Pool,
+    infra: Infrastructure,
+    database_url: str,
+    model: ScriptedModelServer,
+    status: int,
+    code: str,
 ) -> None:
     model.script(f"fail-{status}", status=status)
     client = ModelClient(base_url=model.base_url, api_key="k", max_retries=2, backoff=0.01)
-    engine = Engine(pool, client, settings(infra), "test")
+    engine = Engine(pool, client, settings(infra, database_url), "test")
     run = await drive(pool, engine, await queue_run(pool, f"fail-{status}"))
     assert run.status == "failed"
     assert run.last_error is not None
@@ -96,12 +117,12 @@ async def test_a_failing_model_fails_the_run_after_bounded_retries(
 
 
 async def test_a_passing_rate_limit_is_retried(
-    pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer
+    pool: asyncpg.Pool, infra: Infrastructure, database_url: str, model: ScriptedModelServer
 ) -> None:
     model.script("busy", status=429, error_times=2)
     model.script("busy", reply="Made it.")
     client = ModelClient(base_url=model.base_url, api_key="k", max_retries=3, backoff=0.01)
-    engine = Engine(pool, client, settings(infra), "test")
+    engine = Engine(pool, client, settings(infra, database_url), "test")
     run = await drive(pool, engine, await queue_run(pool, "busy"))
     assert run.status == "completed"
     async with pool.acquire() as conn:
@@ -113,12 +134,12 @@ async def test_a_passing_rate_limit_is_retried(
 
 
 async def test_a_claimed_run_is_not_claimed_twice(
-    pool: asyncpg.Pool, infra: Infrastructure, model: ScriptedModelServer
+    pool: asyncpg.Pool, infra: Infrastructure, database_url: str, model: ScriptedModelServer
 ) -> None:
     model.script("twice", reply="once", delay_s=0.5)
     client = ModelClient(base_url=model.base_url, api_key="k")
-    first = Engine(pool, client, settings(infra), "first")
-    second = Engine(pool, client, settings(infra), "second")
+    first = Engine(pool, client, settings(infra, database_url), "first")
+    second = Engine(pool, client, settings(infra, database_url), "second")
     run = await queue_run(pool, "twice")
     assert await first.offer(run.id)
     assert not await second.offer(run.id)
