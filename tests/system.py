@@ -140,6 +140,10 @@ class System:
         env["THREADBUS_HEALTH_PORT"] = str(free_port())
         env.update(extra)
         label = label or name
+        if (previous := self.services.get(label)) is not None:
+            # A replacement: the process it replaces must not outlive the suite unowned (a
+            # test that failed before killing it would otherwise leave it running).
+            previous.kill()
         process = ServiceProcess(name, env, self.logdir / f"{label}.log")
         process.start()
         self.services[label] = process
