@@ -122,8 +122,8 @@ async def listen(
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release without asyncpg's reset query (a round trip on every release): pool
-    connections hold no session state to undo (no LISTEN, no session advisory lock, and the
-    one session setting, the API's project, is set again on every acquire)."""
+    connections hold no session state to undo (no LISTEN, no session advisory lock; the one
+    session setting, the API's project, is checked on every acquire and set if it differs)."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

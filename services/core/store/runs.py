@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "threadbus_runs"
 """Postgres NOTIFY channel naming a run to claim: the run-pollers listen (ARCHITECTURE.md,
-"Waking the run-poller")."""
+"The hot path")."""
 
 
 def render(row: dict[str, Any]) -> Run:
