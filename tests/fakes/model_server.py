@@ -239,7 +239,8 @@ class ScriptedModelServer:
             return copy.deepcopy(body)
 
     first_token_at: dict[str, float]
-    """Last user/tool text of a streamed request -> `time.monotonic()` of its first chunk."""
+    """Last user/tool text of a streamed request -> `time.monotonic()` of its first token (the
+    first chunk with content or a tool call; the role-only chunk before it carries none)."""
 
     def _record_and_pick(self, body: dict[str, Any]) -> Rule | None:
         """Log the request, then return the rule to apply (None: the default echo)."""
@@ -330,11 +331,15 @@ class ScriptedModelServer:
 
         async def events() -> AsyncIterator[str]:
             await asyncio.sleep(rule.delay_s)
+            stamped = False
             for n, delta in enumerate(_deltas(reply, calls)):
                 if n and rule.chunk_delay_s:
                     await asyncio.sleep(rule.chunk_delay_s)
-                if n == 0:
-                    with self._cond:  # when the first token left, for latency benchmarks
+                if not stamped and (delta.get("content") or delta.get("tool_calls")):
+                    # When the first token left (not the role-only chunk before it), for
+                    # latency benchmarks.
+                    stamped = True
+                    with self._cond:
                         self.first_token_at[last_input_text(body)] = time.monotonic()
                 yield event(one(delta))
             yield event(one({}, finish))
