@@ -123,7 +123,15 @@ async def listen(
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release without asyncpg's reset query (a round trip on every release): pool
     connections hold no session state to undo (no LISTEN, no session advisory lock; the one
-    session setting, the API's project, is checked on every acquire and set if it differs)."""
+    session setting, the API's project, is checked on every acquire and set if it differs).
+
+    A transaction left open (a task cancelled while it rolled back) is rolled back here, as
+    the reset query did: otherwise its row locks would outlive it on the pooled connection,
+    and the next writer of those rows would wait for ever (a run-poller's shutdown did).
+    """
+    if conn.is_in_transaction():
+        conn.outbox_pending.clear()
+        await conn.execute("ROLLBACK")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
