@@ -20,6 +20,7 @@ ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,  # e.g. "connection is closed" after a server restart
+    asyncpg.InternalClientError,  # a connection a restart left mid-protocol (the pool drops it)
 )
 """What a lost or restarting database raises: transient, retried by the caller."""
 
@@ -125,13 +126,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     connections hold no session state to undo (no LISTEN, no session advisory lock; the one
     session setting, the API's project, is checked on every acquire and set if it differs).
 
-    A transaction left open (a task cancelled while it rolled back) is rolled back here, as
-    the reset query did: otherwise its row locks would outlive it on the pooled connection,
-    and the next writer of those rows would wait for ever (a run-poller's shutdown did).
+    asyncpg still rolls back a transaction left open (a task cancelled inside one) before this
+    runs, so its row locks do not outlive it; what is left here is the outbox rows that
+    transaction queued, which must not ride on the connection's next transaction.
     """
-    if conn.is_in_transaction():
-        conn.outbox_pending.clear()
-        await conn.execute("ROLLBACK")
+    conn.outbox_pending.clear()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
