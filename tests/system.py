@@ -159,12 +159,53 @@ class System:
         return self
 
     def wait_ready(self, timeout: float = 90) -> None:
-        """Until GET /readyz answers: the API's dependencies up and a run-poller consuming."""
+        """Until GET /readyz answers (the API's dependencies up and a run-poller consuming) and
+        every live run-poller process is in its groups: the API alone would count a run-poller
+        killed in the last 10 s, whose heartbeat is still fresh."""
+
+        def ready() -> bool:
+            pollers = [label for label, process in self.services.items()
+                       if process.name == "run_poller" and process.alive]  # fmt: skip
+            return answers(f"http://127.0.0.1:{self.api_port}/readyz") and all(
+                self.ready(label) for label in pollers
+            )
+
         try:
-            wait_until(lambda: answers(f"http://127.0.0.1:{self.api_port}/readyz"),
-                       timeout=timeout, interval=0.2)  # fmt: skip
+            wait_until(ready, timeout=timeout, interval=0.2)
         except TimeoutError:
-            raise TimeoutError(f"the system did not get ready; see {self.logdir}") from None
+            raise TimeoutError(f"the system did not get ready: {self.diagnose()}") from None
+
+    def ready(self, label: str) -> bool:
+        """The worker process under `label` answers its own /readyz: every consumer it has has
+        joined its group."""
+        port = self.services[label].env["THREADBUS_HEALTH_PORT"]
+        return answers(f"http://127.0.0.1:{port}/readyz")
+
+    def diagnose(self) -> str:
+        """Why the system is not ready: the API's answer, each worker's heartbeat, and the end
+        of each run-poller's log (so that a CI log says it without the files)."""
+        try:
+            why = httpx.get(f"http://127.0.0.1:{self.api_port}/readyz", timeout=2).text
+        except httpx.HTTPError as exc:
+            why = f"the API does not answer ({exc})"
+        lines = [f"readyz: {why}"]
+        try:
+            workers = self.sql(
+                "SELECT service, owner, consuming, round(extract(epoch FROM now() - heartbeat_at))"
+                " AS age FROM workers ORDER BY service"
+            )
+            lines += [f"worker {w['service']} {w['owner']} consuming={w['consuming']}"
+                      f" heartbeat {w['age']} s ago" for w in workers]  # fmt: skip
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            lines.append(f"workers: unreadable ({exc!r})")
+        for label, process in self.services.items():
+            if process.name != "run_poller":
+                continue
+            tail = self.log(label).splitlines()[-25:]
+            lines.append(f"--- {label} (alive={process.alive}), last lines of its log:")
+            lines += tail
+        lines.append(f"(logs in {self.logdir})")
+        return "\n".join(lines)
 
     def wait_healthy(self, timeout: float = 60) -> None:
         """Until GET /healthz answers."""

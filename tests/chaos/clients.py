@@ -52,7 +52,12 @@ class Progress:
                     " GROUP BY thread_id",
                     list(TERMINAL),
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError):  # fmt: skip
+                # A restart can leave the connection mid-protocol ("another operation is in
+                # progress"): drop it, whatever it raised, and connect again.
+                if conn is not None:
+                    conn.terminate()
                 conn = None
                 await asyncio.sleep(0.5)
                 continue

@@ -21,7 +21,7 @@ from tests.system import System, partition_of, wait_until
 def second_poller(system: System) -> Iterator[ServiceProcess]:
     """One more run-poller beside the suite's, both consuming."""
     poller = system.spawn("run_poller", label="run_poller_race")
-    wait_until(lambda: "started successfully" in system.log("run_poller_race"), timeout=90)
+    wait_until(lambda: system.ready("run_poller_race"), timeout=90)  # in its groups
     try:
         yield poller
     finally:
