@@ -47,6 +47,16 @@ def leftovers(tmp_path: Path) -> Iterator[None]:
             os.kill(pid, signal.SIGKILL)
 
 
+def _healthy_up(
+    tmp_path: Path, **extra: str
+) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """`up` on fresh ports, once its API answers: the process, its ports and its log."""
+    ports, log = _ports(), tmp_path / "up.log"
+    proc = start_up(tmp_path / "data", ports, log, **extra)
+    wait_until(lambda: healthy(ports["api"]), timeout=90, interval=0.3)
+    return proc, ports, log
+
+
 def _fails_with(proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> str:
     """`up` exits with status 1 and prints no banner; returns what it printed."""
     assert proc.wait(timeout) == 1
@@ -55,17 +65,22 @@ def _fails_with(proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -
     return printed
 
 
+def _up_beside(tmp_path: Path, ports: dict[str, int], squatted: tuple[str, int]) -> str:
+    """`up` while another program listens on `squatted`: it fails; returns what it printed."""
+    log = tmp_path / "up.log"
+    with socket.socket() as squatter:
+        squatter.bind(squatted)
+        squatter.listen()
+        return _fails_with(start_up(tmp_path / "data", ports, log), log)
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
 def test_a_taken_api_port_is_one_line_before_anything_starts(tmp_path: Path) -> None:
     ports = _ports()
-    log = tmp_path / "up.log"
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", ports["api"]))
-        squatter.listen()
-        started = time.monotonic()
-        printed = _fails_with(start_up(tmp_path / "data", ports, log), log)
-        took = time.monotonic() - started
+    started = time.monotonic()
+    printed = _up_beside(tmp_path, ports, ("127.0.0.1", ports["api"]))
+    took = time.monotonic() - started
     lines = [line for line in printed.splitlines() if "already in use" in line]
     assert lines == [
         f"threadbus up: port {ports['api']} on 127.0.0.1 (the API) is already in use by another"
@@ -80,11 +95,7 @@ def test_a_taken_api_port_is_one_line_before_anything_starts(tmp_path: Path) -> 
 @pytest.mark.usefixtures("leftovers")
 def test_a_taken_probe_port_names_the_probe_setting(tmp_path: Path) -> None:
     ports = _ports()
-    log = tmp_path / "up.log"
-    with socket.socket() as squatter:
-        squatter.bind(("0.0.0.0", ports["health"]))  # the run-poller's probe port
-        squatter.listen()
-        printed = _fails_with(start_up(tmp_path / "data", ports, log), log)
+    printed = _up_beside(tmp_path, ports, ("0.0.0.0", ports["health"]))  # the run-poller's
     assert f"port {ports['health']} on 0.0.0.0 (the run_poller probes)" in printed
     assert "set THREADBUS_HEALTH_PORT_BASE to a free port" in printed
 
@@ -126,10 +137,7 @@ def test_an_unreachable_broker_is_named(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
 def test_a_postgres_left_by_a_killed_up_is_stopped_and_up_starts(tmp_path: Path) -> None:
-    ports = _ports()
-    log = tmp_path / "up.log"
-    first = start_up(tmp_path / "data", ports, log)
-    wait_until(lambda: healthy(ports["api"]), timeout=90, interval=0.3)
+    first, ports, log = _healthy_up(tmp_path)
     pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
     postgres = int(pid_file.read_text().split()[0])
     first.kill()  # SIGKILL: no clean-up runs
@@ -156,12 +164,9 @@ def test_a_postgres_left_by_a_killed_up_is_stopped_and_up_starts(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
 def test_a_service_that_keeps_crashing_is_reported_and_backed_off(tmp_path: Path) -> None:
-    ports = _ports()
-    log = tmp_path / "up.log"
     # Only the file-indexer reads this setting, and 0 is out of its range: it exits at start.
-    proc = start_up(tmp_path / "data", ports, log, THREADBUS_EMBED_BATCH="0")
+    proc, ports, log = _healthy_up(tmp_path, THREADBUS_EMBED_BATCH="0")
     try:
-        wait_until(lambda: healthy(ports["api"]), timeout=90, interval=0.3)
         wait_until(lambda: "file_indexer keeps crashing" in log.read_text(), timeout=60)
         time.sleep(20)
         printed = log.read_text()
@@ -179,10 +184,7 @@ def test_a_service_that_keeps_crashing_is_reported_and_backed_off(tmp_path: Path
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
 def test_a_stop_is_bounded_when_the_broker_is_gone(tmp_path: Path) -> None:
-    ports = _ports()
-    log = tmp_path / "up.log"
-    proc = start_up(tmp_path / "data", ports, log)
-    wait_until(lambda: healthy(ports["api"]), timeout=90, interval=0.3)
+    proc, ports, _ = _healthy_up(tmp_path)
     broker = subprocess.run(["pgrep", "-f", f"listener-url=tcp://127.0.0.1:{ports['kafka']}"],
                             capture_output=True, text=True).stdout.split()  # fmt: skip
     assert len(broker) == 1
@@ -199,10 +201,8 @@ def test_a_stop_is_bounded_when_the_broker_is_gone(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
 def test_a_second_up_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
-    ports, log = _ports(), tmp_path / "up.log"
-    first = start_up(tmp_path / "data", ports, log)
+    first, ports, _ = _healthy_up(tmp_path)
     try:
-        wait_until(lambda: healthy(ports["api"]), timeout=90, interval=0.3)
         second_log = tmp_path / "second.log"
         printed = _fails_with(start_up(tmp_path / "data", _ports(), second_log), second_log)
         assert (
