@@ -93,8 +93,9 @@ class Infrastructure:
         # have yet (a producer that knew the topic sends its queued batch the moment the
         # broker listens), and creating the topic afterwards restarts its offsets at 0, so the
         # next records collide with that batch and are lost (README, the broker's quirks).
-        # Creating them before the migrations check (as `prepare` did) took half the runs of
-        # tests/chaos/test_broker_restart.py into that race on a slow day; at once, none of ten.
+        # Creating them after the migrations check (as `prepare` does) took half the runs of
+        # tests/chaos/test_broker_restart.py into that race on a slow day; at once, one of ten
+        # (the window is narrower, not closed).
         asyncio.run(bus.create_topics(self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"])))
 
     def _start_containers(self) -> None:

@@ -22,6 +22,7 @@ if __name__ == "__main__":
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (`logs`), not its coloured ones
         access_log=False,
         timeout_graceful_shutdown=10,
     )

@@ -1,10 +1,12 @@
 """Settings every service reads from the environment (prefix `THREADBUS_`)."""
 
-import logging
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core import logs
+from services.core.logs import LogFormat
 
 
 class CoreSettings(BaseSettings):
@@ -16,6 +18,9 @@ class CoreSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(description="Kafka bootstrap servers, host:port[,...].")
     partitions: int = Field(default=8, ge=1, description="Partitions of every Threadbus topic.")
     log_level: str = Field(default="INFO")
+    log_format: LogFormat = Field(
+        default="text", description="`text` (readable lines) or `json` (one object per line)."
+    )
     db_pool_size: int = Field(default=10, ge=1)
     health_port: int = Field(default=8081, description="Port of a worker's /healthz and /readyz.")
     run_expires_seconds: int = Field(
@@ -48,9 +53,5 @@ class CoreSettings(BaseSettings):
     )
 
     def configure_logging(self) -> None:
-        """Set up plain, timestamped logs on stderr."""
-        logging.basicConfig(
-            level=self.log_level.upper(),
-            format=f"%(asctime)s %(levelname)s {self.service_name} %(name)s: %(message)s",
-        )
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        """Every logger of the process in the one format (`logs`), on stderr."""
+        logs.configure(self.service_name, self.log_level, self.log_format)

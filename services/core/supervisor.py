@@ -13,9 +13,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core import bus, db, keys, preflight
+from services.core import bus, db, keys, logs, preflight
 from services.core.embedded import EmbeddedKafka, EmbeddedPostgres, terminate_with_parent
 from services.core.keeper import STOP_SECONDS, Keeper, stop_all
+from services.core.logs import LogFormat
 from services.core.preflight import StartupFailure
 
 log = logging.getLogger("threadbus.up")
@@ -41,6 +42,7 @@ class UpSettings(BaseSettings):
     embedded_kafka_port: int = Field(default=59092)
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    log_format: LogFormat = "text"
     health_port_base: int = Field(
         default=0, description="Workers' probe ports start here (0: 8081-8085)."
     )
@@ -145,7 +147,7 @@ def up() -> int:
     data directory in use) is one line on stderr and status 1, before anything starts.
     """
     settings = UpSettings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logs.configure("up", "INFO", settings.log_format)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     try:

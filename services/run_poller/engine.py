@@ -8,7 +8,7 @@ import time
 import asyncpg
 
 from schemas.runs import ACTIVE_STATUSES
-from services.core import cancel, db, outbox, runstate
+from services.core import cancel, db, logs, outbox, runstate
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
@@ -183,6 +183,7 @@ class Engine:
 
     async def _drive(self, claim: Claim) -> None:
         lease = claim.lease
+        logs.bind(run_id=lease.run_id, thread_id=lease.thread_id)  # this task's lines
         heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
             async with self._slots:
