@@ -5,6 +5,7 @@ Needs PyYAML (the `test` extra) and, for the Kubernetes tests, kubectl on PATH.
 """
 
 import functools
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -233,6 +234,21 @@ def compose() -> Doc:
     return cast(Doc, yaml.safe_load((REPO / "docker-compose.yml").read_text()))
 
 
+def test_compose_follows_the_compose_specification() -> None:
+    """docker-compose.yml against the Compose Specification's JSON Schema (vendored:
+    compose-spec.json is schema/compose-spec.json of github.com/compose-spec/compose-spec at
+    170098ba07d9, Apache License 2.0, compose-spec.LICENSE), as `docker compose config` would
+    check it; a misspelt key is refused."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    assert [e.message for e in validator.iter_errors(compose())] == []
+    misspelt = compose()
+    misspelt["services"]["api"]["restart_policy"] = "always"  # `restart` is the key
+    assert any("restart_policy" in e.message for e in validator.iter_errors(misspelt))
+
+
 def test_compose_has_all_services() -> None:
     services = compose()["services"]
     assert set(SERVICES) | {"migrate", "kafka", "postgres"} <= set(services)
@@ -279,3 +295,78 @@ def test_compose_migrate_and_infrastructure() -> None:
     env = services["api"]["environment"]
     assert env["THREADBUS_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert {"OPENAI_API_KEY", "OPENAI_BASE_URL"} <= set(env)
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) matches these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for rule in selector.get("matchExpressions", []):
+        key, operator, values = rule["key"], rule["operator"], rule.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def pod_labels(workload: Doc) -> dict[str, str]:
+    return cast(dict[str, str], workload["spec"]["template"]["metadata"]["labels"])
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_has_a_disruption_budget_of_one(overlay: str) -> None:
+    docs = render(overlay)
+    budgets = of_kind(docs, "PodDisruptionBudget").values()
+    for name, deployment in of_kind(docs, "Deployment").items():
+        mine = [b for b in budgets if selects(b["spec"]["selector"], pod_labels(deployment))]
+        assert len(mine) == 1, name
+        assert mine[0]["spec"]["maxUnavailable"] == 1
+        assert "minAvailable" not in mine[0]["spec"]  # a 1-replica install can be drained
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_only_the_api_port_and_in_namespace_probes(overlay: str) -> None:
+    docs = render(overlay)
+    policies = list(of_kind(docs, "NetworkPolicy").values())
+    for name, deployment in of_kind(docs, "Deployment").items():
+        labels = pod_labels(deployment)
+        mine = [p for p in policies if selects(p["spec"]["podSelector"], labels)]
+        assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in mine), name
+        assert any(not p["spec"].get("ingress") for p in mine), f"{name}: no default deny"
+        rules = [rule for p in mine for rule in p["spec"].get("ingress", [])]
+        ports = {port["port"] for rule in rules for port in rule["ports"]}
+        (container,) = containers(deployment)
+        if name == "api":
+            assert ports == {8000}
+            assert all("from" not in rule for rule in rules)  # from anywhere: the Service
+        else:
+            health = port_number(container, "health")
+            assert ports == {health}, name
+            assert all(rule["from"] == [{"podSelector": {}}] for rule in rules), name
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_scales_on_cpu(overlay: str) -> None:
+    docs = render(overlay)
+    (hpa,) = of_kind(docs, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "api",
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    if overlay == "prod":
+        assert hpa["spec"]["minReplicas"] >= 2  # as many as the prod overlay runs
+    (api,) = containers(of_kind(docs, "Deployment")["api"])
+    assert api["resources"]["requests"]["cpu"]  # utilization is measured against it
