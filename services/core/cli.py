@@ -1,13 +1,14 @@
-"""The `threadbus` command: up, migrate, create-topics, keys, export, ingest."""
+"""The `threadbus` command: up, status, tail, migrate, create-topics, keys, export, ingest."""
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
-from services.core import bus, db, keys
+from services.core import bus, db, keys, ops
 from services.core.store import archive
 
 
@@ -64,6 +65,17 @@ async def _keys(args: argparse.Namespace) -> int:
         await conn.close()
 
 
+def _tail(thread_id: str, from_start: bool) -> int:
+    async def follow() -> None:
+        bootstrap = _env("kafka_bootstrap_servers")
+        async for line in ops.tail(bootstrap, thread_id, from_start=from_start):
+            print(line, flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console command."""
     parser = argparse.ArgumentParser(prog="threadbus", description=__doc__)
@@ -78,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     key_sub.add_parser("list", help="every key: id, project, redacted key, state")
     revoke = key_sub.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id", help="the key's id (key_...), from `threadbus keys list`")
+    status = sub.add_parser(
+        "status", help="services up, runs by status, outbox, consumer lag, dead letters"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    tail = sub.add_parser("tail", help="a thread's events as they happen, one line each")
+    tail.add_argument("thread_id")
+    tail.add_argument("--from-start", action="store_true", help="what the broker still holds")
     export = sub.add_parser("export", help="print a thread's archived transcript as JSONL")
     export.add_argument("thread_id")
     export.add_argument("--events", action="store_true", help="every archived event instead")
@@ -110,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return asyncio.run(_keys(args))
+    if args.command == "status":
+        report = asyncio.run(ops.status(_env("database_url"), _env("kafka_bootstrap_servers")))
+        print(json.dumps(report) if args.json else ops.render_status(report))
+        return 0
+    if args.command == "tail":
+        return _tail(args.thread_id, args.from_start)
     if args.command == "ingest":
         from services.core.folder_ingest import ingest as run_ingest
 
