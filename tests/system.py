@@ -19,6 +19,7 @@ import httpx
 from services.core import bus
 from services.core.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from services.core.supervisor import SERVICES, ServiceProcess, prepare, service_env
+from tests.forwarder import Forwarder
 
 FAST_ENGINE = {
     "THREADBUS_LEASE_SECONDS": "3",
@@ -57,6 +58,7 @@ class Infrastructure:
         self._stops: list[Callable[[], None]] = []
         self.postgres: EmbeddedPostgres | None = None
         self.kafka: EmbeddedKafka | None = None
+        self._forwarder: Forwarder | None = None
 
     def start(self) -> "Infrastructure":
         """Start both, embedded unless THREADBUS_TEST_INFRA=docker."""
@@ -85,18 +87,29 @@ class Infrastructure:
         return time.monotonic() - started
 
     def restart_kafka(self) -> None:
-        """Stop the in-memory broker and start an empty one on the same port, with the topics."""
+        """Stop the in-memory broker and start an empty one, with the topics, where the
+        services find it (`bootstrap` does not change).
+
+        The services reach the new broker only once its topics exist: it listens on a port of
+        its own, which it advertises, and the old port forwards to it from then on. The
+        embedded broker takes a record for a topic it does not have yet, and creating the
+        topic afterwards restarts its offsets at 0: a producer's batch queued during the outage
+        would arrive first, and the records after it would collide with it and be lost
+        (README, the broker's quirks). Creating the topics at once on the old port only
+        narrowed that race (one run in ten of tests/chaos/test_broker_restart.py, more under
+        load).
+        """
         assert self.kafka is not None, "only the embedded broker restarts"
         self.kafka.stop()
-        self.kafka.start()
-        # The topics first, at once: the embedded broker takes a record for a topic it does not
-        # have yet (a producer that knew the topic sends its queued batch the moment the
-        # broker listens), and creating the topic afterwards restarts its offsets at 0, so the
-        # next records collide with that batch and are lost (README, the broker's quirks).
-        # Creating them after the migrations check (as `prepare` does) took half the runs of
-        # tests/chaos/test_broker_restart.py into that race on a slow day; at once, one of ten
-        # (the window is narrower, not closed).
-        asyncio.run(bus.create_topics(self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"])))
+        if self._forwarder is not None:
+            self._forwarder.stop()
+        old = self.kafka
+        self.kafka = EmbeddedKafka(free_port(), old.log_path)
+        self._stops.append(self.kafka.stop)
+        bus_partitions = int(FAST_ENGINE["THREADBUS_PARTITIONS"])
+        asyncio.run(bus.create_topics(self.kafka.start(), bus_partitions))
+        self._forwarder = Forwarder(int(self.bootstrap.rsplit(":", 1)[1]), self.kafka.port).start()
+        self._stops.append(self._forwarder.stop)
 
     def _start_containers(self) -> None:
         from testcontainers.kafka import KafkaContainer
