@@ -31,7 +31,6 @@ class Keeper:
         self._clock = clock
         self._exits: dict[int, deque[float]] = {}
         self._due: dict[int, float] = {}
-        self.restarts = 0
 
     def tend(self) -> None:
         """Notice exits and restart what is due; call it every fraction of a second."""
@@ -43,7 +42,6 @@ class Keeper:
                 if now >= self._due[index]:
                     del self._due[index]
                     child.start()
-                    self.restarts += 1
                 continue
             self._due[index] = now + self._noted_exit(index, child, now)
 
