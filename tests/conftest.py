@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from tests.fakes.collector import Collector
 from tests.fakes.model_server import ScriptedModelServer
 from tests.fakes.webhook import SECRET, SHIP_SECRET, WebhookServer
 from tests.kafka_tap import KafkaTap
@@ -61,15 +62,30 @@ def webhook() -> Iterator[WebhookServer]:
 
 
 @pytest.fixture(scope="session")
+def collector() -> Iterator[Collector]:
+    """Where every service of the suite exports its traces (OTLP over HTTP)."""
+    receiver = Collector().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
 def system(
-    infra: Infrastructure, model: ScriptedModelServer, webhook: WebhookServer, workdir: Path
+    infra: Infrastructure,
+    model: ScriptedModelServer,
+    webhook: WebhookServer,
+    collector: Collector,
+    workdir: Path,
 ) -> Iterator[System]:
     """Every service as its own process, talking to the scripted model.
 
     The tool-executor offers the functions of `tests/fakes/functions.py`, one of them through
-    a `threadbus.functions` entry point, and `ship_order` through a signed webhook.
+    a `threadbus.functions` entry point, and `ship_order` through a signed webhook. Every
+    service exports traces to `collector`, in batches every 200 ms.
     """
     env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
         "OPENAI_BASE_URL": model.base_url,
         "OPENAI_API_KEY": "test-key",
         "PYTHONPATH": str(PLUGIN_SITE),

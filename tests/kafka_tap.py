@@ -43,12 +43,20 @@ class KafkaTap:
         self._thread.join(5)
 
     def publish(
-        self, value: dict[str, Any] | bytes, key: str | None, topic: str = topics.INBOUND
+        self,
+        value: dict[str, Any] | bytes,
+        key: str | None,
+        topic: str = topics.INBOUND,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Send one record (to `threadbus.inbound` unless told) and wait for the broker's ack."""
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         assert self._producer is not None
-        self._call(self._producer.send_and_wait(topic, raw, key=key.encode() if key else None))
+        sent = self._producer.send_and_wait(
+            topic, raw, key=key.encode() if key else None,
+            headers=[(name, value.encode()) for name, value in (headers or {}).items()] or None,
+        )  # fmt: skip
+        self._call(sent)
 
     def events(self, subject: str | None = None) -> list[dict[str, Any]]:
         """Outbound events seen so far, optionally only one thread's."""

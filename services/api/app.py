@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.api import auth, errors, limits
+from services.api import auth, errors, limits, observed
 from services.api.door import Door
 from services.api.handlers import probes, v1
 from services.api.settings import Settings
@@ -39,8 +39,10 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_request_bytes)
     limiter = limits.RateLimiter(settings.rate_limit_per_minute, settings.max_streams_per_key)
-    app.add_middleware(Door, gate=gate, limiter=limiter)  # added last: the outermost
+    app.add_middleware(Door, gate=gate, limiter=limiter)
+    app.add_middleware(observed.Observe)  # added last: the outermost, so refusals count too
     app.include_router(probes)
+    app.add_api_route("/metrics", observed.metrics_endpoint, include_in_schema=False)
     app.include_router(v1)
 
     return app

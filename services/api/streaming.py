@@ -25,7 +25,7 @@ from schemas import topics
 from schemas.runs import Run
 from services.api import limits
 from services.api.routes import out
-from services.core import bus
+from services.core import bus, metrics
 from services.core.outbox import DROPPED, OUTBOX_ID_HEADER, high_water
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class RunStream:
         """
         quiet = 0.0
         seen: set[str] = set()
+        metrics.ACTIVE_STREAMS.inc()
         try:
             while True:
                 batch = await self._consumer.getmany(timeout_ms=int(IDLE_SECONDS * 1000))
@@ -180,6 +181,7 @@ class RunStream:
             log.warning("stream of run %s broke: %s", run_id, exc)
             yield error_frame(f"The event stream broke: {exc}")
         finally:
+            metrics.ACTIVE_STREAMS.dec()
             await self.close()
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas import topics
 from schemas.events import DeadLetter
+from services.core import metrics, tracing
 from services.core.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class Consumer:
             await self._dead_letter(raw, value, str(exc), attempts=1)
             return
         try:
-            await action(decoded)
+            with tracing.consumer_span(raw.topic, raw.headers):
+                await action(decoded)
         except OUTAGES as exc:
             failures = self._failures[where] = self._failures.get(where, 0) + 1
             log.warning(
@@ -137,7 +139,8 @@ class Consumer:
                 undecodable.append((raw, str(exc)))
         try:
             if decoded:
-                await action([value for _, value in decoded])
+                with tracing.batch_span(records[0].topic, [raw.headers for raw, _ in decoded]):
+                    await action([value for _, value in decoded])
         except OUTAGES as exc:
             log.warning("%s: %s on a batch of %d; retrying", self._group, _describe(exc),
                         len(records))  # fmt: skip
@@ -191,6 +194,7 @@ class Consumer:
             topics.DLQ, letter.model_dump_json().encode(), key=raw.key
         )
         self._failures.pop((raw.topic, raw.partition, raw.offset), None)
+        metrics.DEAD_LETTERS.labels(self._group).inc()
         log.error(
             "%s dead-lettered %s/%d@%d: %s", self._group, raw.topic, raw.partition, raw.offset,
             reason,

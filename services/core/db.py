@@ -28,9 +28,10 @@ _MIGRATIONS_LOCK = 7_411_001  # advisory lock key: one migrator at a time
 
 
 _OUTBOX_INSERT = (
-    "INSERT INTO outbox (topic, key, payload)"
-    " SELECT topic, key, payload FROM unnest($1::text[], $2::text[], $3::jsonb[])"
-    " WITH ORDINALITY AS r(topic, key, payload, n) ORDER BY n"
+    "INSERT INTO outbox (topic, key, payload, trace)"
+    " SELECT topic, key, payload, trace"
+    " FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[])"
+    " WITH ORDINALITY AS r(topic, key, payload, trace, n) ORDER BY n"
 )
 
 
@@ -41,11 +42,15 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
     savepoint) inserts everything pending right before it commits, and a rolled-back one
     forgets what it queued. Rows keep the order they were queued in. One insert per
     transaction instead of one per event: a round trip each was most of a run's cost.
+
+    `after_commit` holds what must happen only once the outermost transaction committed
+    (metrics of the changes it made); a rollback forgets what it added.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.outbox_pending: list[tuple[str, str | None, Any]] = []
+        self.outbox_pending: list[tuple[str, str | None, Any, str | None]] = []
+        self.after_commit: list[Callable[[], None]] = []
         self.session_settings: dict[str, str] = {}
         """Session settings this connection was given (pool `setup` skips a repeat)."""
 
@@ -61,15 +66,25 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
         if not self.outbox_pending:
             return
         rows, self.outbox_pending = self.outbox_pending, []
-        topics, keys, payloads = zip(*rows, strict=True)
-        await self.execute(_OUTBOX_INSERT, list(topics), list(keys), list(payloads))
+        topics, keys, payloads, traces = zip(*rows, strict=True)
+        await self.execute(_OUTBOX_INSERT, list(topics), list(keys), list(payloads), list(traces))
+
+
+def on_commit(conn: asyncpg.Connection, action: Callable[[], None]) -> None:
+    """Call `action` once the transaction `conn` is in commits (at once outside one)."""
+    hooks = getattr(conn, "after_commit", None)
+    if hooks is not None and conn.is_in_transaction():
+        hooks.append(action)
+    else:
+        action()
 
 
 class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
-    __slots__ = ("_mark",)
+    __slots__ = ("_hooks", "_mark")
 
     async def __aenter__(self) -> None:
         self._mark = len(self._connection.outbox_pending)
+        self._hooks = len(self._connection.after_commit)
         await super().__aenter__()
 
     async def __aexit__(self, extype: Any, ex: Any, tb: Any) -> None:
@@ -78,11 +93,21 @@ class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
             try:
                 await conn.flush_outbox()
             except BaseException as exc:
+                del conn.after_commit[self._hooks :]
                 await super().__aexit__(type(exc), exc, exc.__traceback__)
                 raise
         else:
             del conn.outbox_pending[self._mark :]
-        await super().__aexit__(extype, ex, tb)
+            del conn.after_commit[self._hooks :]
+        try:
+            await super().__aexit__(extype, ex, tb)
+        except BaseException:
+            del conn.after_commit[self._hooks :]
+            raise
+        if extype is None and not self._nested:
+            hooks, conn.after_commit = conn.after_commit, []
+            for hook in hooks:
+                hook()
 
 
 async def listen(
@@ -131,6 +156,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction queued, which must not ride on the connection's next transaction.
     """
     conn.outbox_pending.clear()
+    conn.after_commit.clear()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

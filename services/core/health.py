@@ -1,9 +1,12 @@
-"""A tiny HTTP server for a worker's probes: `/healthz` (the loop answers) and `/readyz`."""
+"""A tiny HTTP server for a worker's probes, `/healthz` (the loop answers) and `/readyz`, and
+its Prometheus metrics, `/metrics`."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from services.core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,12 @@ class HealthServer:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             path = line.decode(errors="replace").split(" ")[1] if line.count(b" ") >= 2 else ""
+            body, kind = b"", "text/plain"
             if path == "/healthz":
                 status = "200 OK"
+            elif path == "/metrics":
+                status = "200 OK"
+                body, kind = metrics.exposition()
             elif path == "/readyz":
                 try:
                     ok = await asyncio.wait_for(self._ready(), 5)
@@ -47,9 +54,9 @@ class HealthServer:
                 status = "200 OK" if ok else "503 Service Unavailable"
             else:
                 status = "404 Not Found"
-            body = status.encode()
+            body = body or status.encode()
             writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )

@@ -2,13 +2,16 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import openai
+from opentelemetry.trace import SpanKind
 
-from services.core import redaction
+from services.core import metrics, redaction, tracing
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,32 @@ class ModelClient:
         """One streamed chat completion for `request` (model, messages, options)."""
         if not self.configured:
             raise ModelFailure("server_error", NOT_CONFIGURED)
+        model = metrics.MODEL_NAMES(str(request.get("model")))
+        began = time.perf_counter()
+        with tracing.span(f"chat {request.get('model')}", kind=SpanKind.CLIENT, attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": str(request.get("model")),
+            "server.address": urlsplit(self.base_url).hostname or "",
+        }) as span:  # fmt: skip
+            try:
+                completion = await self._complete(request, on_delta, model)
+            except ModelFailure as failure:
+                metrics.MODEL_ERRORS.labels(model, failure.code).inc()
+                metrics.MODEL_REQUEST.labels(model, "error").observe(time.perf_counter() - began)
+                raise
+            metrics.MODEL_REQUEST.labels(model, "ok").observe(time.perf_counter() - began)
+            metrics.MODEL_TOKENS.labels(model, "prompt").inc(completion.prompt_tokens)
+            metrics.MODEL_TOKENS.labels(model, "completion").inc(completion.completion_tokens)
+            if span is not None:
+                span.set_attributes({
+                    "gen_ai.usage.input_tokens": completion.prompt_tokens,
+                    "gen_ai.usage.output_tokens": completion.completion_tokens,
+                    "gen_ai.response.finish_reasons": [completion.finish_reason or ""],
+                })  # fmt: skip
+            return completion
+
+    async def _complete(
+        self, request: dict[str, Any], on_delta: OnDelta | None, model: str
+    ) -> Completion:
         for attempt in range(self._retries + 1):
             try:
                 return await self._stream(request, on_delta)
@@ -101,6 +130,7 @@ class ModelClient:
                     failed = self._clean(f"The model endpoint failed: {exc}")
                     raise ModelFailure(code, failed) from exc
                 delay = self._backoff * 2**attempt
+                metrics.MODEL_ERRORS.labels(model, "retried").inc()
                 log.warning("model call failed (%s); retry %d in %.1fs", self._clean(str(exc)),
                             attempt + 1, delay)  # fmt: skip
                 await asyncio.sleep(delay)
@@ -117,8 +147,9 @@ class ModelClient:
         result = Completion()
         calls: dict[int, dict[str, Any]] = {}
         stream = await self._client.chat.completions.create(
-            **request, stream=True, stream_options={"include_usage": True}
-        )
+            **request, stream=True, stream_options={"include_usage": True},
+            extra_headers=tracing.http_headers(),
+        )  # fmt: skip
         async with stream:
             async for chunk in stream:
                 if chunk.usage is not None:

@@ -63,14 +63,15 @@ async def status(database_url: str, bootstrap: str) -> dict[str, Any]:
         },
     }
     try:
-        report["lag"], report["dlq"] = await asyncio.wait_for(_broker_view(bootstrap), 15)
+        report["lag"], report["dlq"] = await asyncio.wait_for(broker_view(bootstrap), 15)
     except (TimeoutError, OSError, KafkaError) as exc:
         report["lag"], report["dlq"] = None, None
         report["broker_error"] = f"{type(exc).__name__}: {exc}"
     return report
 
 
-async def _broker_view(bootstrap: str) -> tuple[dict[str, int], int]:
+async def broker_view(bootstrap: str) -> tuple[dict[str, int], int]:
+    """Each consumer group's lag, and the number of records on the DLQ."""
     consumer = AIOKafkaConsumer(
         **bus.client_options(), bootstrap_servers=bootstrap, enable_auto_commit=False
     )

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import BaseModel
 
 from schemas import topics
-from services.core import db
+from services.core import db, metrics, tracing
 from services.core.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,15 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str | None, payload
     """
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json", by_alias=True)
+    trace = tracing.current()
     pending = getattr(conn, "outbox_pending", None)
     if pending is not None and conn.is_in_transaction():
-        pending.append((topic, key, payload))
+        pending.append((topic, key, payload, trace))
         return
     await conn.execute(
-        "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", topic, key, payload
-    )
+        "INSERT INTO outbox (topic, key, payload, trace) VALUES ($1, $2, $3, $4)",
+        topic, key, payload, trace,
+    )  # fmt: skip
 
 
 def _run_of(data: Any) -> str | None:
@@ -161,16 +163,16 @@ class Relay:
         place, so a stream waiting for it ends with an error instead of waiting forever.
         """
         rows = await conn.fetch(
-            "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1", BATCH
+            "SELECT id, topic, key, payload, trace FROM outbox ORDER BY id LIMIT $1", BATCH
         )
         if not rows:
             return 0
         pending: list[asyncio.Future[Any] | BaseException] = []
         for row in rows:
             try:
-                pending.append(
-                    await self._send(row["topic"], row["key"], row["payload"], row["id"])
-                )
+                pending.append(await self._send(
+                    row["topic"], row["key"], row["payload"], row["id"], row["trace"]
+                ))  # fmt: skip
             except MessageSizeTooLargeError as exc:
                 pending.append(exc)
         results = await asyncio.gather(*map(_outcome, pending))
@@ -187,21 +189,25 @@ class Relay:
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row, _ in done]
         )
+        metrics.OUTBOX_PUBLISHED.inc(len(done))
         if failure is not None:
             raise failure  # after a pause, the relay sends what is left, in order
         return len(rows)
 
     async def _send(
-        self, topic: str, key: str | None, payload: Any, outbox_id: int
+        self, topic: str, key: str | None, payload: Any, outbox_id: int, trace: str | None = None
     ) -> "asyncio.Future[Any]":
+        headers = [
+            ("content-type", b"application/json"),
+            (OUTBOX_ID_HEADER, str(outbox_id).encode()),
+        ]
+        if trace:
+            headers.append((tracing.HEADER, trace.encode()))
         return await self._producer.send(  # type: ignore[no-any-return]
             topic,
             json.dumps(payload, ensure_ascii=False).encode(),
             key=key.encode() if key is not None else None,
-            headers=[
-                ("content-type", b"application/json"),
-                (OUTBOX_ID_HEADER, str(outbox_id).encode()),
-            ],
+            headers=headers,
         )
 
     async def _drop(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:

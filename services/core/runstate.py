@@ -1,5 +1,6 @@
 """The run state machine: the allowed transitions, the claim, and one `transition()`."""
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from schemas.runs import TERMINAL_STATUSES, Run, RunStatus
+from services.core import db, metrics
 from services.core.store import runs as run_store
 
 ALLOWED: dict[RunStatus, tuple[RunStatus, ...]] = {
@@ -76,10 +78,27 @@ async def transition(
     if lease is not None:
         params.append(lease.token)
         where += f" AND lease_token = ${len(params)}"
+    # Measured for the metrics: the run's age, and (leaving requires_action) how long it
+    # waited there; a subquery in RETURNING reads the row as it was before this statement.
+    measured = "extract(epoch FROM clock_timestamp() - created_ts) AS age_seconds"
+    if to == "queued":
+        measured += (", extract(epoch FROM clock_timestamp() - (SELECT p.updated_at FROM runs p"
+                     " WHERE p.id = $1)) AS waited_seconds")  # fmt: skip
     row = await conn.fetchrow(
-        f"UPDATE runs SET {', '.join(sets)} WHERE {where} RETURNING *", *params
+        f"UPDATE runs SET {', '.join(sets)} WHERE {where} RETURNING *, {measured}", *params
     )
-    return run_store.render(dict(row)) if row is not None else None
+    if row is None:
+        return None
+    db.on_commit(conn, functools.partial(_entered, to, row))
+    return run_store.render(dict(row))
+
+
+def _entered(status: RunStatus, row: asyncpg.Record) -> None:
+    metrics.RUN_TRANSITIONS.labels(status).inc()
+    if status in TERMINAL_STATUSES:
+        metrics.RUN_PHASE.labels("total").observe(float(row["age_seconds"]))
+    elif status == "queued":
+        metrics.RUN_PHASE.labels("tools").observe(float(row["waited_seconds"]))
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,8 @@ class Claim:
     lease: Lease
     run: Run
     previous_status: RunStatus
+    trace: str | None = None
+    """The trace context the run was created in (`tracing`), which its turns continue."""
 
 
 async def claim(
@@ -103,7 +124,8 @@ async def claim(
     """
     token = uuid.uuid4()
     row = await conn.fetchrow(
-        "WITH prev AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE)"
+        "WITH prev AS (SELECT id, status, updated_at, lease_owner FROM runs"
+        " WHERE id = $1 FOR UPDATE)"
         " UPDATE runs r SET status = 'in_progress',"
         " started_at = CASE WHEN prev.status = 'queued' THEN epoch_now() ELSE r.started_at END,"
         " lease_owner = $2, lease_token = $3,"
@@ -113,7 +135,8 @@ async def claim(
         " AND (prev.status = 'queued' OR"
         " (prev.status = 'in_progress' AND (r.lease_expires_at IS NULL"
         " OR r.lease_expires_at < now())))"
-        " RETURNING r.*, prev.status AS previous_status",
+        " RETURNING r.*, prev.status AS previous_status, prev.lease_owner AS previous_owner,"
+        " extract(epoch FROM clock_timestamp() - prev.updated_at) AS waited_seconds",
         run_id,
         owner,
         token,
@@ -122,6 +145,7 @@ async def claim(
     if row is None:
         return None
     values = dict(row)
+    db.on_commit(conn, functools.partial(_claimed, values))
     return Claim(
         lease=Lease(
             run_id=run_id,
@@ -132,7 +156,17 @@ async def claim(
         ),
         run=run_store.render(values),
         previous_status=values["previous_status"],
+        trace=values["trace"],
     )
+
+
+def _claimed(values: dict[str, Any]) -> None:
+    """A claim ends a wait: in the queue, or (a parked run) for server-side tool results."""
+    if values["previous_status"] == "queued":
+        metrics.RUN_TRANSITIONS.labels("in_progress").inc()
+        metrics.RUN_PHASE.labels("queued").observe(float(values["waited_seconds"]))
+    elif values["previous_owner"] is None:
+        metrics.RUN_PHASE.labels("tools").observe(float(values["waited_seconds"]))
 
 
 async def renew(conn: asyncpg.Connection, lease: Lease, lease_seconds: float) -> str | None:

@@ -14,7 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from services.core import bus, db, projects
+from services.core import bus, db, projects, tracing
 from services.core.consuming import Consumer
 from services.core.health import HealthServer
 from services.core.outbox import Relay
@@ -186,6 +186,7 @@ async def open_runtime(
 
     `scoped` (the API): every pooled connection acts in the current request's project.
     """
+    tracing.configure(settings.service_name)
     setup = projects.scope_to_current if scoped else None
     pool = await db.create_pool(settings.database_url, size=settings.db_pool_size, setup=setup)
     producer = bus.make_producer(settings.kafka_bootstrap_servers, settings.service_name)
@@ -210,3 +211,4 @@ async def open_runtime(
         await runtime.sign_off()
         await producer.stop()
         await pool.close()
+        tracing.shutdown()

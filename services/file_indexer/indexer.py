@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import openai
 
-from services.core import db
+from services.core import db, metrics
 from services.core.blobs import BlobStore, read_all
 from services.core.embeddings import Embedder
 from services.core.store import vector_store_files
@@ -166,6 +166,7 @@ class Indexer:
         async with self._pool.acquire() as conn, conn.transaction():
             finished = await writes.complete(conn, claim, text)
             await vector_store_files.emit(conn, "completed", finished, None)
+        metrics.FILES_INDEXED.labels("completed").inc()
         log.info("indexed %s into %s: %d chunks (%s)", claim.file_id, claim.vector_store_id,
                  len(pieces), self._owner)  # fmt: skip
 
@@ -174,6 +175,7 @@ class Indexer:
             async with self._pool.acquire() as conn, conn.transaction():
                 failed = await writes.fail(conn, claim, code, message)
                 await vector_store_files.emit(conn, "failed", failed, None)
+            metrics.FILES_INDEXED.labels("failed").inc()
             log.info("file %s failed: %s: %s", claim.file_id, code, message)
         except writes.LeaseLost:
             pass

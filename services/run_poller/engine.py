@@ -8,7 +8,7 @@ import time
 import asyncpg
 
 from schemas.runs import ACTIVE_STATUSES
-from services.core import cancel, db, logs, outbox, runstate
+from services.core import cancel, db, logs, metrics, outbox, runstate, tracing
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
@@ -187,7 +187,10 @@ class Engine:
         heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
             async with self._slots:
-                await self._turn(lease)
+                with tracing.span("run turn", parent=claim.trace, attributes={
+                    "threadbus.run_id": lease.run_id, "threadbus.thread_id": lease.thread_id,
+                }):  # fmt: skip
+                    await self._turn(lease)
         except asyncio.CancelledError:
             if lease.run_id not in self._stop_requested:
                 raise
@@ -307,10 +310,12 @@ class Engine:
         # streaming cannot hold the run (and its thread) past expires_at.
         left = None if run.expires_at is None else max(0.0, run.expires_at - time.time())
         deadline = asyncio.timeout(left)
+        began = time.perf_counter()
         try:
             async with deadline:
                 completion = await self._model.complete(request, on_delta=writer.on_text)
         except ModelFailure as failure:
+            metrics.RUN_PHASE.labels("model").observe(time.perf_counter() - began)
             await self._fail(lease, failure, writer)
             return
         except TimeoutError:
@@ -318,6 +323,7 @@ class Engine:
                 raise
             await self._expire(lease, writer)
             return
+        metrics.RUN_PHASE.labels("model").observe(time.perf_counter() - began)
         cut_off = completion_left is not None and completion.finish_reason == "length"
         await self._record(lease, completion, writer, cut_off=cut_off)
 

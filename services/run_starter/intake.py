@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.events import INBOUND, CancelRun, DeadLetter, SubmitToolOutputs, UserMessage
 from schemas.requests import MessageCreate, RunOptions
-from services.core import cancel, outbox, projects, toolflow
+from services.core import cancel, db, metrics, outbox, projects, toolflow
 from services.core.errors import InvalidRequest, ThreadbusError
 from services.core.ids import new_id
 from services.core.store import assistants, messages, runs, threads
@@ -165,6 +165,7 @@ async def _reject(
         failed_at=datetime.now(UTC),
     )
     await outbox.enqueue(conn, topics.DLQ, key, letter)
+    db.on_commit(conn, metrics.DEAD_LETTERS.labels(CONSUMER).inc)
     error = {
         "error": {"message": reason, "type": "invalid_request_error", "param": None, "code": code},
         "event_id": event_id,

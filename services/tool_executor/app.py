@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 from faststream import FastStream
 
-from services.core import bus
+from services.core import bus, metrics
 from services.core.blobs import open_store
 from services.core.embeddings import open_embedder
 from services.core.runtime import open_runtime, periodic
@@ -99,6 +99,7 @@ def open_sessions(settings: Settings) -> tuple[Sessions | None, str]:
         max_kernels=settings.sandbox_max_kernels,
         spares=settings.sandbox_spares,
     )
+    metrics.SANDBOX_KERNELS.set_function(lambda: sessions.count)
     return sessions, ""
 
 

@@ -3,13 +3,14 @@ we can run."""
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 
 from schemas import topics
 from schemas.events import ExecuteToolCall, ToolCallResult
-from services.core import outbox
+from services.core import metrics, outbox, tracing
 from services.core.ids import new_id
 from services.core.runtime import LIVE_SECONDS
 from services.tool_executor.file_search import Answer
@@ -79,11 +80,21 @@ class Executor:
                 log.info("call %s runs elsewhere; not starting it again", key)
                 return
             self._running.add(key)
+            function = self._function_label(order)
+            began = time.perf_counter()
             try:
                 builtin = self._builtins.get(order.tool_type)
-                answer = await (builtin(order) if builtin is not None else self._run(order))
+                with tracing.span(f"tool {order.tool_type} {function}", attributes={
+                    "threadbus.run_id": order.run_id, "threadbus.tool_call_id": order.tool_call_id,
+                }):  # fmt: skip
+                    answer = await (builtin(order) if builtin is not None else self._run(order))
             finally:
                 self._running.discard(key)
+                metrics.TOOL_CALL.labels(order.tool_type, function).observe(
+                    time.perf_counter() - began
+                )
+            if answer.is_error:
+                metrics.TOOL_FAILURES.labels(order.tool_type, function).inc()
             self._answers[key] = answer
         result = ToolCallResult(
             id=new_id("cmd"),
@@ -104,6 +115,13 @@ class Executor:
             if first is not None:
                 await outbox.enqueue(conn, topics.TOOL_RESULTS, order.thread_id, result)
         self._answers.pop(key, None)
+
+    def _function_label(self, order: ExecuteToolCall) -> str:
+        """The function a call names, for metrics: a registered one, or `unregistered` (names
+        come from the model, so they are not a bounded set); a built-in tool's type."""
+        if order.tool_type != "function":
+            return order.tool_type
+        return order.name if order.name in self.handlers else "unregistered"
 
     async def _claim(self, order: ExecuteToolCall) -> bool:
         """Mark the call started by this executor, unless a live one started it already."""

@@ -28,6 +28,9 @@ SERVICES = {
 }
 
 Doc = dict[str, Any]
+MONITORING_NAMESPACE = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+}
 
 needs_kubectl = pytest.mark.skipif(
     shutil.which("kubectl") is None,
@@ -332,7 +335,9 @@ def test_every_deployment_has_a_disruption_budget_of_one(overlay: str) -> None:
 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_admit_only_the_api_port_and_in_namespace_probes(overlay: str) -> None:
+def test_network_policies_admit_only_the_api_port_and_probes_from_the_namespace_or_monitoring(
+    overlay: str,
+) -> None:
     docs = render(overlay)
     policies = list(of_kind(docs, "NetworkPolicy").values())
     for name, deployment in of_kind(docs, "Deployment").items():
@@ -349,7 +354,11 @@ def test_network_policies_admit_only_the_api_port_and_in_namespace_probes(overla
         else:
             health = port_number(container, "health")
             assert ports == {health}, name
-            assert all(rule["from"] == [{"podSelector": {}}] for rule in rules), name
+            # This namespace's pods, and (with the monitoring component) Prometheus' namespace.
+            allowed = [[{"podSelector": {}}], [MONITORING_NAMESPACE]]
+            assert all(rule["from"] in allowed for rule in rules), name
+            monitored = [MONITORING_NAMESPACE] in [rule["from"] for rule in rules]
+            assert monitored == (overlay == "prod"), name
 
 
 @needs_kubectl

@@ -140,6 +140,7 @@ class ScriptedModelServer:
         self._cond = threading.Condition(threading.Lock())
         self._rules: list[Rule] = []
         self._requests: list[dict[str, Any]] = []
+        self._traceparents: list[str | None] = []
         self.first_token_at = {}
         self.embedded: list[str] = []
         # IPPROTO_TCP, not 0: asyncio turns Nagle off only for sockets that say TCP, and with
@@ -217,12 +218,20 @@ class ScriptedModelServer:
         with self._cond:
             self._rules.clear()
             self._requests.clear()
+            self._traceparents.clear()
 
     @property
     def requests(self) -> list[dict[str, Any]]:
         """Parsed bodies of all chat completion requests received so far, oldest first."""
         with self._cond:
             return copy.deepcopy(self._requests)
+
+    @property
+    def traceparents(self) -> list[str | None]:
+        """The `traceparent` header of each chat completion request, in the order of
+        `requests`."""
+        with self._cond:
+            return list(self._traceparents)
 
     def wait_for_request(
         self, match: str, timeout: float = 10.0, *, since: int = 0
@@ -242,11 +251,12 @@ class ScriptedModelServer:
     """Last user/tool text of a streamed request -> `time.monotonic()` of its first token (the
     first chunk with content or a tool call; the role-only chunk before it carries none)."""
 
-    def _record_and_pick(self, body: dict[str, Any]) -> Rule | None:
+    def _record_and_pick(self, body: dict[str, Any], traceparent: str | None) -> Rule | None:
         """Log the request, then return the rule to apply (None: the default echo)."""
         text = last_input_text(body)
         with self._cond:
             self._requests.append(copy.deepcopy(body))
+            self._traceparents.append(traceparent)
             self._cond.notify_all()
             for rule in self._rules:
                 if rule.match is not None and rule.match not in text:
@@ -269,7 +279,7 @@ class ScriptedModelServer:
                 body = None
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 return _error(400, "Expected a JSON body with a 'messages' list.")
-            rule = self._record_and_pick(body)
+            rule = self._record_and_pick(body, request.headers.get("traceparent"))
             if rule is not None and rule.status is not None:
                 await asyncio.sleep(rule.delay_s)
                 message = rule.error_message or f"Scripted error (HTTP {rule.status})."

@@ -1,5 +1,6 @@
 """SQL for runs: creation with its events and wake-up, reads, and the fold-in queue."""
 
+import functools
 import logging
 from typing import Any
 
@@ -9,7 +10,7 @@ from schemas.assistants import Assistant
 from schemas.common import Page
 from schemas.requests import RunOptions
 from schemas.runs import ACTIVE_STATUSES, Run
-from services.core import outbox
+from services.core import db, metrics, outbox, tracing
 from services.core.errors import InvalidRequest, NotFound
 from services.core.ids import new_id
 from services.core.store import assistants
@@ -113,6 +114,8 @@ async def queue(
     run-pollers as it commits.
     """
     values = _effective(assistant, options)
+    if trace := tracing.current():
+        values["trace"] = trace  # the run's turns continue the trace it was created in
     run_id = run_id or new_id("run")
     cols = ["id", "thread_id", "assistant_id", "status", "cause_event_id", *values]
     row = await conn.fetchrow(
@@ -132,6 +135,7 @@ async def queue(
         return None
     values = dict(row)
     del values["woken"]
+    db.on_commit(conn, functools.partial(metrics.RUN_TRANSITIONS.labels("queued").inc))
     run = render(values)
     await outbox.emit(conn, "thread.run.created", thread_id, run, cause)
     await outbox.emit(conn, "thread.run.queued", thread_id, run, cause)
