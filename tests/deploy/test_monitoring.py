@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-import services.api.observed  # noqa: F401 (registers the api's system-wide gauges)
-import services.core.metrics  # noqa: F401 (registers every process's metrics)
+import services.api.observed  # noqa: F401 (registers its gauges and, importing it, the rest)
 from tests.deploy.test_manifests import (
     SERVICES,
     Doc,
@@ -40,7 +39,7 @@ PROMQL_WORDS = {
 def exported() -> dict[str, set[str]]:
     """Every series name the code can export, with its label names."""
     names: dict[str, set[str]] = {}
-    for collector, series in list(REGISTRY._collector_to_names.items()):  # noqa: SLF001
+    for collector, series in list(REGISTRY._collector_to_names.items()):
         labels = set(getattr(collector, "_labelnames", ()))
         for name in series:
             names[name] = labels | ({"le"} if name.endswith("_bucket") else set())

@@ -17,7 +17,10 @@ from tests.kafka_tap import KafkaTap
 from tests.system import System, wait_until
 
 Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
-IDS = re.compile(r"^(run|thread|asst|msg|step|call|file|vs|evt|req|dlq)_")
+IDS = re.compile(
+    r"^((asst|call|cmd|dlq|evt|key|msg|proj|req|run|step|thread|vs|vsfb)_|file-)[A-Za-z0-9]{8,}$"
+)
+"""An id of the API's objects (`services/core/ids.py`): a prefix and random characters."""
 
 
 def _parse(text: str) -> Samples:
