@@ -52,6 +52,10 @@ UP = Gauge(
 )
 
 UNFINISHED = ("queued", "in_progress", "requires_action", "cancelling")
+BROKER_SECONDS = 4.0
+"""How long a scrape waits for the broker's offsets: with the broker away, the scrape must
+still answer within Prometheus' timeout (10 s here), or `threadbus_sample_up` is lost with the
+rest."""
 METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"})
 
 
@@ -114,7 +118,7 @@ class Sampler:
     async def _broker(self, runtime: Runtime) -> None:
         try:
             lag, dlq = await asyncio.wait_for(
-                ops.broker_view(runtime.settings.kafka_bootstrap_servers), 10
+                ops.broker_view(runtime.settings.kafka_bootstrap_servers), BROKER_SECONDS
             )
         except (TimeoutError, OSError, KafkaError) as exc:
             log.warning("sampling the broker for /metrics failed: %s", exc)

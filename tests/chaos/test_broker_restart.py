@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.model_server import ScriptedModelServer
 from tests.sse import read_all
@@ -46,7 +47,7 @@ def own_system(tmp_path: Path, model: ScriptedModelServer) -> Iterator[System]:
 
 
 @pytest.mark.slow
-def test_a_broker_restart_loses_its_records_and_postgres_brings_the_runs_back(
+def test_a_broker_restart_loses_its_records_postgres_brings_the_runs_back_metrics_tell(
     own_system: System, model: ScriptedModelServer
 ) -> None:
     system = own_system
@@ -81,6 +82,17 @@ def test_a_broker_restart_loses_its_records_and_postgres_brings_the_runs_back(
     assert status(*across) == "in_progress", f"the broker took {time.monotonic() - stopping:.1f} s"
     model.script("while it is away", reply="Answered after.")
     during = start("while it is away")  # Postgres takes it; the wake-up waits in the outbox
+    # The API's metrics still answer within Prometheus' scrape timeout, and tell the outage:
+    # the broker cannot be sampled, and the run's events wait in the outbox.
+    asked = time.monotonic()
+    scraped = httpx.get(f"{root}/metrics", timeout=10)
+    assert time.monotonic() - asked < 10
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(scraped.text)
+               for s in family.samples}  # fmt: skip
+    assert samples[("threadbus_sample_up", (("source", "broker"),))] == 0
+    assert samples[("threadbus_sample_up", (("source", "postgres"),))] == 1
+    assert samples[("threadbus_outbox_backlog_records", ())] >= 1
     time.sleep(1)
     restarted = time.monotonic()
     system.infra.restart_kafka()  # empty: no topics, records or offsets until re-created

@@ -11,6 +11,7 @@ from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.ops import GROUPS
+from tests.e2e.code_interpreter_runs import code_assistant, run_code
 from tests.e2e.test_function_tools import call, function_tool, wait_for_handlers
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap
@@ -157,6 +158,31 @@ def test_metrics_move_as_runs_go_through_the_model_a_tool_a_stream_and_the_dlq(
         found = scrape(system, name)
         assert value(found, "process_cpu_seconds_total") > 0, name
         assert not [v for v in label_values(found) if IDS.match(v)], name
+
+
+def test_indexing_and_the_code_interpreter_move_their_metrics(
+    client: OpenAI, model: ScriptedModelServer, system: System
+) -> None:
+    indexer, executor = scrape(system, "file_indexer"), scrape(system, "tool_executor")
+    # Two files into a store: one indexes, one cannot be parsed.
+    store = client.vector_stores.create(name="metered")
+    files = {"metered.md": b"# Metered\n\nFjords are deep.", "metered.pdf": b"%PDF-1.4 not"}
+    ids = [client.files.create(file=(n, d), purpose="assistants").id for n, d in files.items()]
+    client.vector_stores.file_batches.create_and_poll(
+        vector_store_id=store.id, file_ids=ids, poll_interval_ms=100
+    )
+    indexed = scrape(system, "file_indexer")
+    assert moved(indexer, indexed, "threadbus_files_indexed_total", outcome="completed") == 1
+    assert moved(indexer, indexed, "threadbus_files_indexed_total", outcome="failed") == 1
+    # A cell in the sandbox: a kernel lives for the thread afterwards.
+    thread = client.beta.threads.create()
+    done = run_code(client, model, code_assistant(client), thread.id, "print(6 * 7)",
+                    answer_on="42")  # fmt: skip
+    assert done.run.status == "completed"
+    ran = scrape(system, "tool_executor")
+    assert moved(executor, ran, "threadbus_tool_call_duration_seconds_count",
+                 tool="code_interpreter", function="code_interpreter") == 1  # fmt: skip
+    assert value(ran, "threadbus_sandbox_kernels") >= 1
 
 
 def test_a_user_inventing_model_names_cannot_grow_the_series_without_end(

@@ -3,6 +3,7 @@ OTLP to a collector (`tests/fakes/collector.py`)."""
 
 import asyncio
 import secrets
+from collections import Counter
 
 from openai import OpenAI
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
@@ -19,6 +20,26 @@ def _caller() -> tuple[str, str, str]:
     """A trace id, a span id of the caller, and the `traceparent` naming them."""
     trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
     return trace_id, parent, f"00-{trace_id}-{parent}-01"
+
+
+def exported(
+    collector: Collector, trace_id: str, expected: dict[tuple[str, str], int]
+) -> list[Span]:
+    """The trace's spans once at least `expected` of each (service, name) arrived: each
+    process exports on its own schedule (every 200 ms here), so one may arrive after another
+    that ended later."""
+    wanted = Counter(expected)
+
+    def arrived() -> list[Span] | None:
+        spans = collector.spans(trace_id)
+        seen = Counter((s.service, s.name) for s in spans)
+        return spans if not wanted - seen else None
+
+    try:
+        return wait_until(arrived, timeout=30)  # type: ignore[no-any-return]
+    except TimeoutError:
+        seen = Counter((s.service, s.name) for s in collector.spans(trace_id))
+        raise AssertionError(f"missing {wanted - seen}; exported {seen}") from None
 
 
 def _connected(spans: list[Span], caller: str) -> None:
@@ -46,25 +67,19 @@ def test_a_run_with_a_server_side_function_is_one_trace_through_every_service_it
                       .status in ("completed", "failed") and r)  # fmt: skip
     assert done.status == "completed"
 
-    def exported() -> list[Span] | None:
-        spans = collector.spans(trace_id)
-        return spans if sum(s.name.startswith("chat ") for s in spans) == 2 else None
-
-    spans = wait_until(exported, timeout=20)
-    wait_until(lambda: len(collector.spans(trace_id)) == len(spans), timeout=1)  # settled
-    spans = collector.spans(trace_id)
-    by_service: dict[str, list[str]] = {}
-    for span in spans:
-        by_service.setdefault(span.service, []).append(span.name)
     # The request (the API), both turns and their model calls (the run-poller), the call
     # record and the function (the tool-executor), and the result record (the run-poller).
-    assert "POST /v1/threads/{thread_id}/runs" in by_service["threadbus-api"]
-    poller = by_service["threadbus-run-poller"]
-    assert poller.count("run turn") == 2, poller
-    assert poller.count("chat gpt-4o") == 2, poller
-    assert "threadbus.tool_results process" in poller
-    executor = by_service["threadbus-tool-executor"]
-    assert {"threadbus.tool_calls process", "tool function lookup_weather"} <= set(executor)
+    # Each process exports on its own schedule, so wait for all of them.
+    spans = exported(collector, trace_id, {
+        ("threadbus-api", "POST /v1/threads/{thread_id}/runs"): 1,
+        ("threadbus-run-poller", "run turn"): 2,
+        ("threadbus-run-poller", "chat gpt-4o"): 2,
+        ("threadbus-run-poller", "threadbus.tool_results process"): 1,
+        ("threadbus-tool-executor", "threadbus.tool_calls process"): 1,
+        ("threadbus-tool-executor", "tool function lookup_weather"): 1,
+    })  # fmt: skip
+    seen = Counter((s.service, s.name) for s in spans)
+    assert seen[("threadbus-run-poller", "run turn")] == 2  # no third turn
     _connected(spans, caller)
     server = next(s for s in spans if s.service == "threadbus-api" and "/runs" in s.name)
     assert server.parent_id == caller
@@ -95,11 +110,11 @@ def test_an_inbound_event_continues_the_trace_its_producer_sent(
     tap.publish(event, key=thread_id, headers={"traceparent": traceparent})
     wait_until(lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.completed"])
 
-    def exported() -> list[Span] | None:
-        spans = collector.spans(trace_id)
-        return spans if any(s.name.startswith("chat ") for s in spans) else None
-
-    spans = wait_until(exported, timeout=20)
+    spans = exported(collector, trace_id, {
+        ("threadbus-run-starter", "threadbus.inbound process"): 1,
+        ("threadbus-run-poller", "run turn"): 1,
+        ("threadbus-run-poller", "chat gpt-4o"): 1,
+    })  # fmt: skip
     intake = next(s for s in spans if s.service == "threadbus-run-starter")
     assert intake.name == "threadbus.inbound process"
     assert intake.parent_id == caller
