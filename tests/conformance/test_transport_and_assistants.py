@@ -161,6 +161,9 @@ def test_s09_update_changes_only_what_is_sent(client: OpenAI) -> None:
 def test_s10_to_s12_listing_order_paging_and_cursors(client: OpenAI) -> None:
     """Three assistants in one second: desc, asc, limit/after, before, auto-paging."""
     marker = {"batch": openai.__version__ + str(id(client))}
+    # Ascending order starts at the oldest assistant of the whole suite: start it after one
+    # made just before ours, so the test holds however many earlier tests created.
+    a0 = client.beta.assistants.create(model="m")
     a1, a2, a3 = (client.beta.assistants.create(model="m", metadata=marker) for _ in range(3))
     ours = {a1.id, a2.id, a3.id}
 
@@ -168,7 +171,8 @@ def test_s10_to_s12_listing_order_paging_and_cursors(client: OpenAI) -> None:
         return [a.id for a in page.data if a.id in ours]  # type: ignore[attr-defined]
 
     assert mine(client.beta.assistants.list(limit=100)) == [a3.id, a2.id, a1.id]
-    assert mine(client.beta.assistants.list(limit=100, order="asc"))[-3:] == [a1.id, a2.id, a3.id]
+    ascending = client.beta.assistants.list(limit=100, order="asc", after=a0.id)
+    assert [a.id for a in ascending.data][:3] == [a1.id, a2.id, a3.id]
     first = client.beta.assistants.list(limit=2)
     assert [a.id for a in first.data] == [a3.id, a2.id]
     assert first.has_more is True
