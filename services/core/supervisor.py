@@ -97,6 +97,12 @@ class ServiceProcess:
             self.proc.wait()
 
 
+def _probes(settings: UpSettings) -> str:
+    """Where the workers serve /metrics (and their probes), for the banner."""
+    ports = sorted(health_port(name, settings.health_port_base) for name in HEALTH_PORTS)
+    return f"workers on ports {ports[0]}-{ports[-1]} (run-poller first)"
+
+
 def health_port(name: str, base: int) -> int:
     """A worker's probe port: `base` plus its offset, or its default when `base` is 0."""
     offset = HEALTH_PORTS[name] - min(HEALTH_PORTS.values())
@@ -238,6 +244,7 @@ def _run(settings: UpSettings, data_dir: Path) -> int:
             f"  Model:   {model or 'none configured: set OPENAI_BASE_URL / OPENAI_API_KEY'}\n"
             f"  Data:    {data_dir}{'' if postgres else ' (Postgres: ' + database_url + ')'}\n"
             f"  Kafka:   {bootstrap}{' (embedded Tansu, in memory)' if kafka else ''}\n"
+            f"  Metrics: http://localhost:{settings.api_port}/metrics; {_probes(settings)}\n"
             f"Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.embedded import free_port
 from services.core.model import NOT_CONFIGURED
@@ -73,6 +74,16 @@ def test_up_with_no_model_then_restart_keeps_data(tmp_path: Path) -> None:
         assert run.status == "failed"
         assert run.last_error is not None
         assert run.last_error.message == NOT_CONFIGURED
+        # The banner says where the metrics are; the run-poller's counted the failed run.
+        first = ports["health"]
+        assert f"http://localhost:{ports['api']}/metrics" in banner
+        assert f"workers on ports {first}-{first + 4} (run-poller first)" in banner
+        assert httpx.get(f"http://127.0.0.1:{ports['api']}/metrics", timeout=10).is_success
+        scraped = httpx.get(f"http://127.0.0.1:{first}/metrics", timeout=10).text
+        counted = {(s.name, tuple(s.labels.items())): s.value
+                   for family in text_string_to_metric_families(scraped)
+                   for s in family.samples}  # fmt: skip
+        assert counted[("threadbus_run_transitions_total", (("status", "failed"),))] == 1
     finally:
         code = stop_up(proc)
     assert code == 0
