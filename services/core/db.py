@@ -76,7 +76,16 @@ def on_commit(conn: asyncpg.Connection, action: Callable[[], None]) -> None:
     if hooks is not None and conn.is_in_transaction():
         hooks.append(action)
     else:
-        action()
+        _committed(action)
+
+
+def _committed(hook: Callable[[], None]) -> None:
+    """Run a hook of a committed change: one that fails is logged, since the change it
+    follows is done and must not look rolled back to the caller."""
+    try:
+        hook()
+    except Exception:
+        log.exception("an after-commit hook failed")
 
 
 class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
@@ -107,7 +116,7 @@ class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
         if extype is None and not self._nested:
             hooks, conn.after_commit = conn.after_commit, []
             for hook in hooks:
-                hook()
+                _committed(hook)
 
 
 async def listen(
