@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import Bench, percentile, running
@@ -104,10 +105,26 @@ class Step:
     failed: int = 0
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
+    transactions: int = 0
 
     @property
     def completed(self) -> int:
         return len(self.latencies)
+
+
+async def committed(dsn: str) -> int:
+    """Transactions Postgres has counted for the database so far (its statistics lag by up
+    to a second, which is nothing over a step)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        value = await conn.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    return int(value)
 
 
 async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate: float,
@@ -115,6 +132,7 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
     """Offer `rate` runs a second for `seconds`; wait for the stragglers; measure."""
     result = Step(rate=rate)
     before = cpu_by_pid(processes(bench))
+    transactions = await committed(bench.infra.database_url)
     started = time.monotonic()
     pending: list[asyncio.Task[None]] = []
 
@@ -145,6 +163,8 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
     await asyncio.gather(*pending)
     result.wall = time.monotonic() - started
     result.cpu = spent(before, cpu_by_pid(processes(bench)))
+    await asyncio.sleep(1.0)  # backends report their counts within a second
+    result.transactions = await committed(bench.infra.database_url) - transactions
     return result
 
 
@@ -164,6 +184,19 @@ def report(result: Step) -> None:
         parts = ", ".join(f"{name} {value:.2f}" for name, value in
                           sorted(per_run.items(), key=lambda kv: -kv[1]))  # fmt: skip
         print(f"CPU per run: {total:.2f} ms ({parts})")
+        print(f"Postgres transactions per run: {result.transactions / done:.1f}"
+              " (each statement outside a transaction counts as one)")  # fmt: skip
+
+
+async def idle(bench: Bench, seconds: float) -> None:
+    """Print what the system spends doing nothing (consumers' fetches, timers), per process."""
+    before = cpu_by_pid(processes(bench))
+    await asyncio.sleep(seconds)
+    per_second = {name: value * 1000 / seconds
+                  for name, value in spent(before, cpu_by_pid(processes(bench))).items()}  # fmt: skip
+    parts = ", ".join(f"{name} {value:.1f}" for name, value in
+                      sorted(per_second.items(), key=lambda kv: -kv[1]))  # fmt: skip
+    print(f"idle CPU over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
 
 
 async def measure(bench: Bench, rates: list[float], seconds: float, wait: float) -> None:
@@ -175,6 +208,7 @@ async def measure(bench: Bench, rates: list[float], seconds: float, wait: float)
         await watcher.start()
         warm = await step(bench, producer, watcher, rate=5, seconds=4, wait=180)
         print(f"warm-up: {warm.completed} runs (not counted)")
+        await idle(bench, 10)
         results = []
         for rate in rates:
             results.append(await step(bench, producer, watcher, rate, seconds, wait))

@@ -206,7 +206,8 @@ class Engine:
         finally:
             heartbeat.cancel()
             self._stop_requested.discard(lease.run_id)
-            self._writers.pop(lease.run_id, None)
+            if (writer := self._writers.pop(lease.run_id, None)) is not None:
+                await writer.halt()
 
     async def _heartbeat(self, lease: Lease) -> None:
         interval = self._settings.lease_seconds / 3
@@ -239,10 +240,13 @@ class Engine:
 
     async def _finish_cancel(self, lease: Lease) -> None:
         """The run was being cancelled while we drove it: nothing more is written but that."""
+        writer = self._writers.get(lease.run_id)
+        if writer is not None:
+            await writer.halt()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await records.hold(conn, lease, status="cancelling")
-                if (writer := self._writers.get(lease.run_id)) is not None:
+                if writer is not None:
                     await writer.abandon_in(conn, "run_cancelled")
                 await cancel.finish(
                     conn, lease.run_id, lease.thread_id, lease.cause,
@@ -330,6 +334,7 @@ class Engine:
     async def _expire(self, lease: Lease, writer: ReplyWriter) -> None:
         """The run reached expires_at while the model answered: expired, its reply cut short
         (`incomplete`, with the text written so far)."""
+        await writer.halt()  # as the deadline stopped the stream, it stops a write in flight
         async with self._pool.acquire() as conn, conn.transaction():
             await records.lock_thread(conn, lease.thread_id)
             await writer.abandon_in(conn, "run_expired")
@@ -346,6 +351,7 @@ class Engine:
     ) -> None:
         usage = records.usage_of(completion)
         calls = [] if cut_off else records.tool_calls_of(completion)
+        await writer.settle()  # a fast model's whole reply is written here, in one transaction
         async with self._pool.acquire() as conn, conn.transaction():
             run = await records.hold(conn, lease)
             total = await records.spend(conn, run.id, usage)
@@ -381,6 +387,8 @@ class Engine:
     async def _fail(
         self, lease: Lease, failure: ModelFailure, writer: ReplyWriter | None = None
     ) -> None:
+        if writer is not None:
+            await writer.settle()
         async with self._pool.acquire() as conn, conn.transaction():
             run = await records.hold(conn, lease)
             if writer is not None:

@@ -1,5 +1,6 @@
 """Streaming a reply: the message is opened at the model's first token, deltas are coalesced."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -30,6 +31,11 @@ def text_content(
 class ReplyWriter:
     """Opens the run's reply when the first token arrives and streams it as delta events.
 
+    Writes happen in a task beside the model's stream (one at a time), which begins on the
+    event loop's next turn: a stream that is already whole by then (a fast model) is written by
+    the turn's final transaction alone, opening, text and completion in one. `settle` before
+    that transaction; `halt` when the run stops.
+
     On a re-driven run the step and message that an earlier attempt opened are reused.
     """
 
@@ -52,6 +58,8 @@ class ReplyWriter:
         ]  # fmt: skip
         self._pending = ""
         self._last_flush = 0.0  # the first fragment leaves at once: time to first token counts
+        self._flusher: asyncio.Task[None] | None = None
+        self._settled = False
 
     @property
     def opened(self) -> bool:
@@ -59,15 +67,48 @@ class ReplyWriter:
         return self.step is not None
 
     async def on_text(self, fragment: str) -> None:
-        """A fragment of the model's answer (the first one opens the reply, in one transaction)."""
+        """A fragment of the model's answer: the first one opens the reply, later ones leave
+        as coalesced deltas (raises what a write beside the stream failed with)."""
         self.text += fragment
         self._pending += fragment
+        flusher = self._flusher
+        if flusher is not None:
+            if not flusher.done():
+                return  # what it did not take waits for the next write
+            self._flusher = None
+            flusher.result()  # LeaseLost, a lost database: the turn stops here
         due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
         if not self.opened or len(self._pending) >= FLUSH_CHARS or due:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await records.hold(conn, self._lease)  # thread, then run: the one lock order
-                await self.open_in(conn)
-                await self.flush_in(conn)
+            self._flusher = asyncio.create_task(self._write_soon(), name="reply write")
+
+    async def _write_soon(self) -> None:
+        """Open the reply and/or emit the waiting text, unless the turn's end came first."""
+        await asyncio.sleep(0)  # the stream reads what it already received
+        if self._settled:
+            return  # the final transaction writes it all
+        async with self._pool.acquire() as conn, conn.transaction():
+            await records.hold(conn, self._lease)  # thread, then run: the one lock order
+            await self.open_in(conn)
+            await self.flush_in(conn)
+
+    async def settle(self) -> None:
+        """The turn is ending: a write not yet begun is left to the caller's transaction, one
+        begun is waited for (its failure raised), so events keep their order."""
+        self._settled = True
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            await flusher
+
+    async def halt(self) -> None:
+        """The run stops (cancelled, lease lost): a write in flight is stopped (rolled back)."""
+        self._settled = True
+        flusher, self._flusher = self._flusher, None
+        if flusher is None:
+            return
+        flusher.cancel()
+        await asyncio.wait([flusher])
+        if not flusher.cancelled():
+            flusher.exception()  # retrieved: the run's own outcome is what gets reported
 
     async def open_in(self, conn: asyncpg.Connection) -> None:
         """Write the step and the empty message, with their four events."""
