@@ -192,8 +192,8 @@ async def idle(bench: Bench, seconds: float) -> None:
     """Print what the system spends doing nothing (consumers' fetches, timers), per process."""
     before = cpu_by_pid(processes(bench))
     await asyncio.sleep(seconds)
-    per_second = {name: value * 1000 / seconds
-                  for name, value in spent(before, cpu_by_pid(processes(bench))).items()}  # fmt: skip
+    used = spent(before, cpu_by_pid(processes(bench)))
+    per_second = {name: value * 1000 / seconds for name, value in used.items()}
     parts = ", ".join(f"{name} {value:.1f}" for name, value in
                       sorted(per_second.items(), key=lambda kv: -kv[1]))  # fmt: skip
     print(f"idle CPU over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
