@@ -100,12 +100,39 @@ async def emit(
     await enqueue(conn, topics.EVENTS, thread_id, payload)
 
 
+_READ = "SELECT id, topic, key, payload::text AS payload, trace, {starts} FROM outbox"
+_STARTS = (
+    "CASE WHEN topic = '" + topics.EVENTS + "' AND payload->>'type' = 'thread.run.created'"
+    " THEN payload->'data'->>'id' END AS run_started"
+)
+_NEXT = _READ.format(starts=_STARTS) + " ORDER BY id LIMIT $1"
+_SETTLE = (
+    "WITH gone AS (DELETE FROM outbox WHERE id = ANY($1::bigint[])),"
+    " started AS (INSERT INTO run_streams (run_id, start)"
+    "  SELECT s.run_id, s.start FROM unnest($2::text[], $3::text[]) AS s(run_id, start)"
+    "  WHERE EXISTS (SELECT 1 FROM runs WHERE id = s.run_id) ON CONFLICT DO NOTHING)"
+)
+_SETTLE_AND_NEXT = (
+    _SETTLE + " " + _READ.format(starts=_STARTS) + " WHERE id <> ALL($1::bigint[])"
+    " ORDER BY id LIMIT $4"
+)
+_SETTLE_ALONE = _SETTLE + " SELECT 1"
+SETTLE_SECONDS = 0.1
+"""How long sent rows may wait to be deleted by the statement that reads the next batch; after
+that they are deleted alone. Until deleted they count in the outbox's backlog."""
+
+
 class Relay:
     """Publishes outbox rows to Kafka in id order, then deletes them.
 
     Every process that writes the outbox runs one; an advisory lock makes one of them active,
     so records leave in commit order. LISTEN/NOTIFY wakes it right after a commit; a timer
     catches anything a crash left behind.
+
+    One statement per batch: it deletes what the broker took from the batch before (and
+    records where runs' events begin) and reads the next. A batch shorter than the limit means
+    the outbox was empty at that moment; the relay then waits for a notification instead of
+    asking again (a commit after the read notifies after it).
     """
 
     def __init__(self, dsn: str, producer: AIOKafkaProducer, *, idle_seconds: float = 1.0):
@@ -113,6 +140,8 @@ class Relay:
         self._producer = producer
         self._idle = idle_seconds
         self._wake = asyncio.Event()
+        self._sent: list[int] = []
+        self._starts: list[tuple[str, str]] = []
         self.alive = True
 
     async def run(self) -> None:
@@ -145,38 +174,63 @@ class Relay:
             log.info("outbox relay active")
             while True:
                 self._wake.clear()
-                if await self._drain(conn) == 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._idle)
+                if await self._drain(conn) == BATCH:
+                    continue  # more is waiting
+                if self._sent and not await self._woken(SETTLE_SECONDS):
+                    await self._settle(conn)
+                if not self._wake.is_set():
+                    await self._woken(self._idle)
         finally:
+            # Rows sent and not deleted would be sent again by the next relay (consumers
+            # are idempotent, but a clean stop should not repeat anything).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(self._settle(conn), 2))
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
+
+    async def _woken(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a notification; whether one came."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        return self._wake.is_set()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
+    async def _settle(self, conn: asyncpg.Connection) -> None:
+        """Delete the rows the broker took (and record run starts), in one statement."""
+        if not self._sent:
+            return
+        await conn.execute(_SETTLE_ALONE, self._sent, *self._unzipped_starts())
+        self._sent, self._starts = [], []
+
+    def _unzipped_starts(self) -> tuple[list[str], list[str]]:
+        return [r for r, _ in self._starts], [s for _, s in self._starts]
+
     async def _drain(self, conn: asyncpg.Connection) -> int:
-        """Send a batch; delete what the broker took. A failed send is retried alone, later.
+        """Settle the last batch and read the next; send it. A failed send is retried alone,
+        later.
 
         A record the broker will never take (too large) must not block every event behind it:
         it is kept in `outbox_dead`, and a small `threadbus.event.dropped` event takes its
         place, so a stream waiting for it ends with an error instead of waiting forever.
         """
-        rows = await conn.fetch(
-            "SELECT id, topic, key, payload, trace FROM outbox ORDER BY id LIMIT $1", BATCH
-        )
+        if self._sent:
+            rows = await conn.fetch(_SETTLE_AND_NEXT, self._sent, *self._unzipped_starts(), BATCH)
+            self._sent, self._starts = [], []
+        else:
+            rows = await conn.fetch(_NEXT, BATCH)
         if not rows:
             return 0
         pending: list[asyncio.Future[Any] | BaseException] = []
         for row in rows:
             try:
-                pending.append(await self._send(
-                    row["topic"], row["key"], row["payload"], row["id"], row["trace"]
+                pending.append(await self._send_raw(
+                    row["topic"], row["key"], row["payload"].encode(), row["id"], row["trace"]
                 ))  # fmt: skip
             except MessageSizeTooLargeError as exc:
                 pending.append(exc)
         results = await asyncio.gather(*map(_outcome, pending))
-        done: list[Any] = []
         failure: BaseException | None = None
         for row, result in zip(rows, results, strict=True):
             if isinstance(result, MessageSizeTooLargeError):
@@ -184,18 +238,23 @@ class Relay:
             elif isinstance(result, BaseException):
                 failure = failure or result
                 continue
-            done.append((row, result))
-        await self._record_starts(conn, done)
-        await conn.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row, _ in done]
-        )
-        metrics.OUTBOX_PUBLISHED.inc(len(done))
+            elif row["run_started"] is not None:
+                self._starts.append((row["run_started"], f"{result.partition}-{result.offset}"))
+            self._sent.append(row["id"])
+        metrics.OUTBOX_PUBLISHED.inc(len(self._sent))
         if failure is not None:
+            await self._settle(conn)
             raise failure  # after a pause, the relay sends what is left, in order
         return len(rows)
 
     async def _send(
         self, topic: str, key: str | None, payload: Any, outbox_id: int, trace: str | None = None
+    ) -> "asyncio.Future[Any]":
+        value = json.dumps(payload, ensure_ascii=False).encode()
+        return await self._send_raw(topic, key, value, outbox_id, trace)
+
+    async def _send_raw(
+        self, topic: str, key: str | None, value: bytes, outbox_id: int, trace: str | None
     ) -> "asyncio.Future[Any]":
         headers = [
             ("content-type", b"application/json"),
@@ -205,13 +264,13 @@ class Relay:
             headers.append((tracing.HEADER, trace.encode()))
         return await self._producer.send(  # type: ignore[no-any-return]
             topic,
-            json.dumps(payload, ensure_ascii=False).encode(),
+            value,
             key=key.encode() if key is not None else None,
             headers=headers,
         )
 
     async def _drop(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
-        payload = row["payload"]
+        payload = json.loads(row["payload"])
         kind = payload.get("type") if isinstance(payload, dict) else None
         log.error("outbox row %s (%s) is too large for the broker; moved to outbox_dead",
                   row["id"], kind)  # fmt: skip
@@ -232,22 +291,6 @@ class Relay:
             run_id=payload.get("runid"),
         )  # fmt: skip
         await (await self._send(row["topic"], row["key"], marker, row["id"]))
-
-    async def _record_starts(self, conn: asyncpg.Connection, sent: list[Any]) -> None:
-        """Where each run's events begin on its partition, for streams of finished runs."""
-        starts = [
-            (row["payload"]["data"]["id"], f"{meta.partition}-{meta.offset}")
-            for row, meta in sent
-            if not isinstance(meta, BaseException)
-            and row["topic"] == topics.EVENTS
-            and row["payload"].get("type") == "thread.run.created"
-        ]
-        if starts:
-            await conn.executemany(
-                "INSERT INTO run_streams (run_id, start) SELECT $1, $2"
-                " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT DO NOTHING",
-                starts,
-            )
 
 
 async def _outcome(sent: "asyncio.Future[Any] | BaseException") -> Any:
