@@ -224,12 +224,16 @@ async def measure(bench: Bench, rates: list[float], seconds: float, wait: float)
 
 def as_deployed() -> dict[str, str]:
     """The services' own defaults for the timings the test suite shortens (leases, sweeps,
-    executor consumers): CPU per run is measured as an operator runs the system."""
+    executor consumers, the indexer's poll): CPU per run is measured as an operator runs the
+    system."""
+    from services.file_indexer.settings import Settings as IndexerSettings
     from services.run_poller.settings import Settings as PollerSettings
     from services.tool_executor.settings import Settings as ExecutorSettings
 
     poller, executor = PollerSettings.model_fields, ExecutorSettings.model_fields
+    indexer = IndexerSettings.model_fields
     return {
+        "THREADBUS_POLL_INTERVAL_SECONDS": str(indexer["poll_interval_seconds"].default),
         "THREADBUS_LEASE_SECONDS": str(poller["lease_seconds"].default),
         "THREADBUS_SWEEP_INTERVAL_SECONDS": str(poller["sweep_interval_seconds"].default),
         "THREADBUS_WAKEUP_GRACE_SECONDS": str(poller["wakeup_grace_seconds"].default),

@@ -19,7 +19,9 @@ router = KafkaRouter()
 INDEXER: Slot[Indexer] = Slot("the indexer")
 
 
-@router.subscriber(topics.INGEST, **bus.subscriber_options(topics.GROUP_FILE_INDEXER))
+@router.subscriber(
+    topics.INGEST, **bus.subscriber_options(topics.GROUP_FILE_INDEXER, background=True)
+)
 async def on_index_file(message: KafkaMessage) -> None:
     """A wake-up: the pull loop claims the file (or any other waiting one) if there is room.
 

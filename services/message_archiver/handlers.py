@@ -39,7 +39,7 @@ def decode_event(value: bytes) -> dict[str, Any]:
     topics.EVENTS,
     batch=True,
     max_records=BATCH,
-    **bus.subscriber_options(topics.GROUP_MESSAGE_ARCHIVER),
+    **bus.subscriber_options(topics.GROUP_MESSAGE_ARCHIVER, background=True),
 )
 async def on_events(message: KafkaMessage) -> None:
     """Append a batch of events to their threads' archives in one statement; the offsets

@@ -19,7 +19,7 @@ router = KafkaRouter()
 ENGINE: Slot[Engine] = Slot("the engine")
 
 
-@router.subscriber(topics.RUNS, **bus.subscriber_options(topics.GROUP_RUN_POLLER))
+@router.subscriber(topics.RUNS, **bus.subscriber_options(topics.GROUP_RUN_POLLER, background=True))
 async def on_process_run(message: KafkaMessage) -> None:
     """Claim the run and drive it in a task; the offset commits right after the claim.
 
