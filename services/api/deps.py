@@ -19,6 +19,12 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
         yield conn
 
 
+async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    async with pool.acquire() as conn:
+        yield conn
+
+
 async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -44,6 +50,10 @@ async def _embedder(request: Request) -> Embedder:
 # scope="function": the transaction commits before the response is sent, so a client that
 # reads right after a write sees it (the default scope finishes after the response).
 Conn = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
+ReadConn = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]
+"""A pooled connection outside a transaction, for a route that reads in one statement: no
+BEGIN and COMMIT round trips (the run poll, which the SDK's helpers send every few ms). The
+project scope is a session setting of the connection, so it holds here too."""
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppRuntime = Annotated[Runtime, Depends(_runtime)]
 AppBlobs = Annotated[BlobStore, Depends(_blobs)]

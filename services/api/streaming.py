@@ -237,7 +237,7 @@ async def run_or_stream(
         if reader is not None:
             await reader.open_at_end(thread_id)
         async with pool.acquire() as conn, conn.transaction():
-            floor = await high_water(conn)
+            floor = await high_water(conn) if reader is not None else 0  # a stream's floor
             run = await work(conn)
     except BaseException:
         if reader is not None:

@@ -2,7 +2,7 @@
 
 import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -110,6 +110,13 @@ class Claim:
     previous_status: RunStatus
     trace: str | None = None
     """The trace context the run was created in (`tracing`), which its turns continue."""
+    steps_taken: int = 0
+    """How many steps the run has taken (the turn's limit counts them)."""
+    spent: dict[str, int] = field(default_factory=dict)
+    """The tokens the run's turns spent so far."""
+    open_step: bool = False
+    """A step is still open: a tool step whose results came in, or a reply a crashed attempt
+    opened; the turn resumes it under the locks."""
 
 
 async def claim(
@@ -136,7 +143,10 @@ async def claim(
         " (prev.status = 'in_progress' AND (r.lease_expires_at IS NULL"
         " OR r.lease_expires_at < now())))"
         " RETURNING r.*, prev.status AS previous_status, prev.lease_owner AS previous_owner,"
-        " extract(epoch FROM clock_timestamp() - prev.updated_at) AS waited_seconds",
+        " extract(epoch FROM clock_timestamp() - prev.updated_at) AS waited_seconds,"
+        " (SELECT count(*) FROM run_steps WHERE run_id = r.id) AS steps_taken,"
+        " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
+        " AS open_step",
         run_id,
         owner,
         token,
@@ -145,6 +155,7 @@ async def claim(
     if row is None:
         return None
     values = dict(row)
+    steps_taken, open_step = values.pop("steps_taken"), values.pop("open_step")
     db.on_commit(conn, functools.partial(_claimed, values))
     return Claim(
         lease=Lease(
@@ -157,6 +168,9 @@ async def claim(
         run=run_store.render(values),
         previous_status=values["previous_status"],
         trace=values["trace"],
+        steps_taken=int(steps_taken),
+        spent=dict(values["spent"]),
+        open_step=bool(open_step),
     )
 
 

@@ -190,7 +190,7 @@ class Engine:
                 with tracing.span("run turn", parent=claim.trace, attributes={
                     "threadbus.run_id": lease.run_id, "threadbus.thread_id": lease.thread_id,
                 }):  # fmt: skip
-                    await self._turn(lease)
+                    await self._turn(claim)
         except asyncio.CancelledError:
             if lease.run_id not in self._stop_requested:
                 raise
@@ -256,17 +256,19 @@ class Engine:
         except LeaseLost:
             log.info("run %s: cancel finished elsewhere", lease.run_id)
 
-    async def _turn(self, lease: Lease) -> None:
+    async def _turn(self, claim: Claim) -> None:
         """One model turn: resume, ask the model, record what it said, decide what is next."""
+        lease = claim.lease
         if not self._model.configured:
             await self._fail(lease, ModelFailure("server_error", NOT_CONFIGURED))
             return
+        # The claim read the run and its steps (every later write is fenced by the lease); a
+        # step left open (a tool step whose results came in, or a reply a crashed attempt
+        # opened) is resumed under the locks.
+        run, steps_taken, spent = claim.run, claim.steps_taken, claim.spent
         async with self._pool.acquire() as conn:
-            # One read for a fresh turn; a step left open (a tool step whose results came in,
-            # or a reply a crashed attempt opened) is resumed under the locks.
-            run, steps_taken, spent, open_step = await records.turn_state(conn, lease)
             existing = None
-            if open_step:
+            if claim.open_step:
                 async with conn.transaction():
                     run = await records.hold(conn, lease)
                     waiting = await records.resume(conn, run, lease.cause)
@@ -353,8 +355,7 @@ class Engine:
         calls = [] if cut_off else records.tool_calls_of(completion)
         await writer.settle()  # a fast model's whole reply is written here, in one transaction
         async with self._pool.acquire() as conn, conn.transaction():
-            run = await records.hold(conn, lease)
-            total = await records.spend(conn, run.id, usage)
+            run, total = await records.hold_and_spend(conn, lease, usage)
             if completion.text or not calls:
                 # A turn that also called tools counts its tokens on the tool step.
                 reply_usage = usage if not calls else records.NO_USAGE

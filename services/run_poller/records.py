@@ -69,40 +69,31 @@ async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "i
     return runs.render(dict(row))
 
 
-async def turn_state(
-    conn: asyncpg.Connection, lease: Lease
-) -> tuple[Run, int, dict[str, int], bool]:
-    """The run at the start of a turn, in one statement and without locks (every later write
-    is fenced): the run (LeaseLost if the lease is gone), how many steps it took, the tokens
-    it spent, and whether a step is still open."""
+async def hold_and_spend(
+    conn: asyncpg.Connection, lease: Lease, usage: dict[str, int]
+) -> tuple[Run, dict[str, int]]:
+    """`hold`, and add a turn's usage to the run's running total, in one statement (the
+    update locks the run as `FOR UPDATE` would, after the thread); returns the run and the
+    total."""
     row = await conn.fetchrow(
-        "SELECT r.*, (SELECT count(*) FROM run_steps WHERE run_id = r.id) AS steps_taken,"
-        " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
-        " AS open_step FROM runs r WHERE r.id = $1 AND r.lease_token = $2"
-        " AND r.status = 'in_progress'",
+        "WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = $1 FOR UPDATE)"
+        " UPDATE runs r SET spent = jsonb_build_object("
+        " 'prompt_tokens', (r.spent->>'prompt_tokens')::int + $4,"
+        " 'completion_tokens', (r.spent->>'completion_tokens')::int + $5,"
+        " 'total_tokens', (r.spent->>'total_tokens')::int + $6)"
+        " FROM t WHERE t.id = r.thread_id AND r.id = $2 AND r.lease_token = $3"
+        " AND r.status = 'in_progress' RETURNING r.*",
+        lease.thread_id,
         lease.run_id,
         lease.token,
-    )
-    if row is None:
-        raise LeaseLost(lease.run_id)
-    values = dict(row)
-    steps_taken, open_step = values.pop("steps_taken"), values.pop("open_step")
-    return runs.render(values), steps_taken, dict(values["spent"]), open_step
-
-
-async def spend(conn: asyncpg.Connection, run_id: str, usage: dict[str, int]) -> dict[str, int]:
-    """Add a turn's usage to the run's running total; returns the total."""
-    total = await conn.fetchval(
-        "UPDATE runs SET spent = jsonb_build_object("
-        " 'prompt_tokens', (spent->>'prompt_tokens')::int + $2,"
-        " 'completion_tokens', (spent->>'completion_tokens')::int + $3,"
-        " 'total_tokens', (spent->>'total_tokens')::int + $4) WHERE id = $1 RETURNING spent",
-        run_id,
         usage["prompt_tokens"],
         usage["completion_tokens"],
         usage["total_tokens"],
     )
-    return dict(total)
+    if row is None:
+        raise LeaseLost(lease.run_id)
+    run = runs.render(dict(row))
+    return run, dict(row["spent"])
 
 
 async def resume(conn: asyncpg.Connection, run: Run, cause: str) -> list[ToolCallRow]:

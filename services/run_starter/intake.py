@@ -52,9 +52,8 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
         if event is not None:
             try:
                 async with conn.transaction():
-                    if event_id is not None and not await _first_time(conn, source, event_id):
+                    if not await _first_time_in_project(conn, source, event_id, event.project):
                         return "duplicate"
-                    await _act_in_project(conn, event.project)
                     await _apply(conn, event, expires_seconds)
                     return "accepted"
             except ThreadbusError as err:
@@ -94,11 +93,27 @@ async def _first_time(conn: asyncpg.Connection, source: str, event_id: str) -> b
     return inserted is not None
 
 
-async def _act_in_project(conn: asyncpg.Connection, name: str | None) -> None:
-    """Scope the event's transaction to its project, as an API request with its key would be:
-    another project's thread or assistant is not there."""
-    if not await projects.act_in(conn, name or projects.DEFAULT_NAME):
+async def _first_time_in_project(
+    conn: asyncpg.Connection, source: str, event_id: str | None, name: str | None
+) -> bool:
+    """Record the event as seen (False: seen before) and scope the transaction to its project,
+    as an API request with its key would be (another project's thread or assistant is not
+    there); one statement for both."""
+    project = name or projects.DEFAULT_NAME
+    if event_id is None:
+        first, scoped = True, await projects.act_in(conn, project)
+    else:
+        row = await conn.fetchrow(
+            "WITH seen AS (INSERT INTO processed_events (consumer, source, event_id)"
+            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING event_id)"
+            " SELECT EXISTS (SELECT 1 FROM seen) AS first, (SELECT set_config("
+            "'threadbus.project', id, true) FROM projects WHERE name = $4) IS NOT NULL AS scoped",
+            CONSUMER, source, event_id, project,
+        )  # fmt: skip
+        first, scoped = row["first"], row["scoped"]
+    if first and not scoped:
         raise InvalidRequest(f"No project named {name!r}.", param="project")
+    return bool(first)
 
 
 async def _apply(

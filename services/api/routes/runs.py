@@ -16,7 +16,7 @@ from schemas.requests import (
     ThreadToCreate,
 )
 from schemas.runs import Run
-from services.api.deps import AppRuntime, AppSettings, Conn, Listing, require_beta
+from services.api.deps import AppRuntime, AppSettings, Conn, Listing, ReadConn, require_beta
 from services.api.routes import out
 from services.api.streaming import (
     RunStream,
@@ -122,7 +122,7 @@ async def list_runs(thread_id: str, conn: Conn, listing: Listing) -> JSONRespons
 
 @router.get("/{run_id}")
 async def retrieve_run(
-    thread_id: str, run_id: str, conn: Conn, settings: AppSettings
+    thread_id: str, run_id: str, conn: ReadConn, settings: AppSettings
 ) -> JSONResponse:
     """Retrieve a run (the SDK's poll helpers call this)."""
     return out(await runs.get(conn, thread_id, run_id), headers=_poll_header(settings))
