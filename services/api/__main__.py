@@ -7,6 +7,7 @@ import uvicorn
 
 from services.api.app import create_app
 from services.api.settings import Settings
+from services.core import eventloop
 from services.core.keys import check_exposure
 
 if __name__ == "__main__":
@@ -25,4 +26,5 @@ if __name__ == "__main__":
         log_config=None,  # uvicorn's loggers go through ours (`logs`), not its coloured ones
         access_log=False,
         timeout_graceful_shutdown=10,
+        loop=eventloop.choice(),
     )

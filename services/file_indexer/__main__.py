@@ -1,8 +1,7 @@
 """`python -m services.file_indexer`."""
 
-import asyncio
-
+from services.core import eventloop
 from services.file_indexer.app import app
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    eventloop.run(app.run())

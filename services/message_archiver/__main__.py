@@ -1,8 +1,7 @@
 """`python -m services.message_archiver`."""
 
-import asyncio
-
+from services.core import eventloop
 from services.message_archiver.app import app
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    eventloop.run(app.run())

@@ -1,8 +1,7 @@
 """`python -m services.run_poller`."""
 
-import asyncio
-
+from services.core import eventloop
 from services.run_poller.app import app
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    eventloop.run(app.run())

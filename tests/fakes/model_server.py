@@ -150,7 +150,12 @@ class ScriptedModelServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "ws": "none"}
+        # asyncio's loop and h11, whatever is installed: the model stands for a provider
+        # elsewhere, and benchmarks that share its process must not change with the services'.
+        options: dict[str, Any] = {
+            "log_level": "warning", "lifespan": "off", "ws": "none", "loop": "asyncio",
+            "http": "h11",
+        }  # fmt: skip
         config = uvicorn.Config(self._build_app(), timeout_graceful_shutdown=1, **options)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
