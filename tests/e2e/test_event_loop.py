@@ -12,7 +12,8 @@ def test_the_services_of_a_run_have_uvloop_loaded(system: System) -> None:
     the tool-executor, which stays on asyncio's loop, does not."""
     loaded = {}
     for label, service in system.services.items():
-        assert service.proc is not None and service.proc.poll() is None, label
+        assert service.proc is not None, label
+        assert service.proc.poll() is None, label
         maps = Path(f"/proc/{service.proc.pid}/maps").read_text()
         loaded[label] = "/uvloop/loop." in maps
     assert {label for label, yes in loaded.items() if yes} == ON_UVLOOP, loaded
