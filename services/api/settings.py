@@ -9,6 +9,11 @@ class Settings(CoreSettings):
     """Where the API listens and how it paces pollers."""
 
     service_name: str = "api"
+    db_idle_transaction_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Off: a request's transaction can wait on the embedder or the blob store.",
+    )
     api_host: str = Field(
         default="127.0.0.1",
         description="Interface to listen on; beyond loopback only with API keys (or the next).",

@@ -187,12 +187,24 @@ async def create_pool(
     *,
     size: int = 10,
     setup: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    name: str = "threadbus",
+    idle_transaction_seconds: float = 0,
 ) -> asyncpg.Pool:
     """The process's pool, with JSON columns decoded to Python values; `setup` runs on every
-    acquire."""
+    acquire.
+
+    `name` is each connection's `application_name` (pg_stat_activity tells services apart).
+    With `idle_transaction_seconds`, Postgres ends a connection left idle inside a transaction
+    that long: a process frozen mid-transaction (stopped, swapped out, a VM paused) would
+    otherwise hold its row locks, and the thread and run they guard, until it woke.
+    """
+    settings = {"application_name": name[:63]}
+    if idle_transaction_seconds > 0:
+        settings["idle_in_transaction_session_timeout"] = str(int(idle_transaction_seconds * 1000))
     pool = await asyncpg.create_pool(
         dsn, min_size=1, max_size=size, init=_init_connection, setup=setup, timeout=10,
         command_timeout=60, connection_class=Connection, reset=_keep_session,
+        server_settings=settings,
     )  # fmt: skip
     assert pool is not None
     return pool

@@ -194,3 +194,11 @@ async def renew(conn: asyncpg.Connection, lease: Lease, lease_seconds: float) ->
         float(lease_seconds),
     )
     return str(value) if value is not None else None
+
+
+async def status_held(conn: asyncpg.Connection, lease: Lease) -> str | None:
+    """The run's status while the lease is still this one; None when it was lost."""
+    value = await conn.fetchval(
+        "SELECT status FROM runs WHERE id = $1 AND lease_token = $2", lease.run_id, lease.token
+    )
+    return None if value is None else str(value)

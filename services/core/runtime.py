@@ -188,7 +188,11 @@ async def open_runtime(
     """
     tracing.configure(settings.service_name)
     setup = projects.scope_to_current if scoped else None
-    pool = await db.create_pool(settings.database_url, size=settings.db_pool_size, setup=setup)
+    pool = await db.create_pool(
+        settings.database_url, size=settings.db_pool_size, setup=setup,
+        name=f"threadbus {settings.service_name} {os.getpid()}",
+        idle_transaction_seconds=settings.db_idle_transaction_seconds,
+    )  # fmt: skip
     producer = bus.make_producer(settings.kafka_bootstrap_servers, settings.service_name)
     await producer.start()
     await bus.learn_topics(producer)

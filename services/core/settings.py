@@ -22,6 +22,13 @@ class CoreSettings(BaseSettings):
         default="text", description="`text` (readable lines) or `json` (one object per line)."
     )
     db_pool_size: int = Field(default=10, ge=1)
+    db_idle_transaction_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Postgres closes a connection of this service left idle inside a"
+        " transaction this long, releasing its locks: a frozen process cannot hold a thread"
+        " (0: never).",
+    )
     health_port: int = Field(default=8081, description="Port of a worker's /healthz and /readyz.")
     run_expires_seconds: int = Field(
         default=600, ge=1, description="A run expires this long after it was created."

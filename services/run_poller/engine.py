@@ -196,12 +196,18 @@ class Engine:
                 raise
             await asyncio.shield(self._finish_cancel(lease))
         except LeaseLost:
-            if await self._cancelling(lease):
+            if await self._status_held(lease) == "cancelling":
                 self._stop_requested.add(lease.run_id)  # a late NOTIFY must not cancel us now
                 await asyncio.shield(self._finish_cancel(lease))
             else:
                 log.info("run %s: lease lost, leaving it to its new owner", lease.run_id)
         except db.ERRORS as exc:
+            # Postgres closes a connection frozen inside a transaction: the process wakes to
+            # that error after another run-poller took the run over.
+            with contextlib.suppress(*db.ERRORS):
+                if await self._status_held(lease) is None:
+                    log.info("run %s: lease lost (%s), it has a new owner", lease.run_id, exc)
+                    return
             log.warning("run %s: %s; the sweeper will re-drive it", lease.run_id, exc)
         finally:
             heartbeat.cancel()
@@ -229,14 +235,9 @@ class Engine:
                     task.cancel()
                 return
 
-    async def _cancelling(self, lease: Lease) -> bool:
+    async def _status_held(self, lease: Lease) -> str | None:
         async with self._pool.acquire() as conn:
-            status = await conn.fetchval(
-                "SELECT status FROM runs WHERE id = $1 AND lease_token = $2",
-                lease.run_id,
-                lease.token,
-            )
-        return bool(status == "cancelling")
+            return await runstate.status_held(conn, lease)
 
     async def _finish_cancel(self, lease: Lease) -> None:
         """The run was being cancelled while we drove it: nothing more is written but that."""

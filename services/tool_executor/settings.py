@@ -11,6 +11,9 @@ class Settings(CoreSettings):
 
     service_name: str = "tool-executor"
     health_port: int = 8083
+    db_idle_transaction_seconds: float = Field(
+        default=0, ge=0, description="Off: a file search awaits the embedder in a transaction."
+    )
     functions: str = Field(
         default="",
         description="Extra Python handlers: `name=module:attribute` pairs separated by `,`"

@@ -1,13 +1,18 @@
 """Two run-pollers and one run: racing for it, and a stale one waking after a takeover."""
 
+import asyncio
 import json
 import os
+import random
 import signal
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 from openai import OpenAI
+from openai.types.beta import Thread
+from openai.types.beta.threads import Run
 
 from schemas import topics
 from schemas.events import ProcessRun
@@ -26,6 +31,51 @@ def second_poller(system: System) -> Iterator[ServiceProcess]:
         yield poller
     finally:
         poller.kill()  # not a graceful leave: see System.spawn
+
+
+def _answering(
+    client: OpenAI,
+    model: ScriptedModelServer,
+    system: System,
+    tap: KafkaTap,
+    prompt: str,
+    words: int,
+    *,
+    then: str,
+) -> tuple[Thread, Run, int, str]:
+    """A run whose reply streams `words` words at 20 a second (a second attempt answers `then`),
+    once its first delta is out; with the pid and label of the run-poller driving it."""
+    reply = " ".join(f"w{i}" for i in range(words))
+    model.script(prompt, reply=reply, chunk_delay_s=0.05, times=1)
+    model.script(prompt, reply=then)
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": prompt}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    wait_until(lambda: [e for e in tap.events(thread.id) if e["type"] == "thread.message.delta"])
+    owner = system.sql("SELECT lease_owner FROM runs WHERE id = $1", run.id)[0]["lease_owner"]
+    pid = int(owner.split(":")[1])
+    label = next(label for label, p in system.services.items() if p.proc and p.proc.pid == pid)
+    return thread, run, pid, label
+
+
+def _only_the_new_owner_wrote(
+    client: OpenAI, system: System, tap: KafkaTap, run: Run, stale: str, text: str
+) -> None:
+    """The run was claimed twice, the stale owner (`stale`, a service label) saw its lease
+    lost, and the run has one reply, the new owner's `text`, and one completion event."""
+    attempts = system.sql("SELECT attempts FROM runs WHERE id = $1", run.id)[0]["attempts"]
+    assert attempts == 2
+    log = wait_until(lambda: f"run {run.id}: lease lost" in (seen := system.log(stale)) and seen,
+                     timeout=30)  # fmt: skip
+    assert f"run {run.id}: lease lost" in log
+    replies = [m for m in client.beta.threads.messages.list(thread_id=run.thread_id).data
+               if m.role == "assistant"]  # fmt: skip
+    assert len(replies) == 1
+    assert replies[0].content[0].text.value == text  # type: ignore[union-attr]
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id).status == "completed"
+    finals = wait_until(lambda: [e for e in tap.events(run.thread_id)
+                                 if e["type"] == "thread.run.completed"])  # fmt: skip
+    assert len(finals) == 1
 
 
 def _finished(client: OpenAI, thread_id: str, run_id: str) -> Any:
@@ -64,32 +114,64 @@ def test_two_run_pollers_racing_for_one_run_drive_it_once(
 def test_a_stale_run_poller_waking_after_a_takeover_cannot_write(
     client: OpenAI, model: ScriptedModelServer, system: System, tap: KafkaTap
 ) -> None:
-    words = " ".join(f"s{i}" for i in range(200))
-    model.script("stale owner", reply=words, chunk_delay_s=0.05, times=1)  # 10 s of tokens
-    model.script("stale owner", reply="Written by the new owner.")
-    assistant = client.beta.assistants.create(model="gpt-4o")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "stale owner"}])
-    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    wait_until(lambda: [e for e in tap.events(thread.id) if e["type"] == "thread.message.delta"])
-    owner = system.sql("SELECT lease_owner FROM runs WHERE id = $1", run.id)[0]["lease_owner"]
-    pid = int(owner.split(":")[1])
-    label = next(label for label, p in system.services.items() if p.proc and p.proc.pid == pid)
+    thread, run, pid, label = _answering(
+        client, model, system, tap, "stale owner", 200, then="Written by the new owner."
+    )  # 10 s of tokens
     os.kill(pid, signal.SIGSTOP)  # frozen mid-answer, holding the lease
     try:
         done = wait_until(lambda: _finished(client, thread.id, run.id), timeout=60)
     finally:
         os.kill(pid, signal.SIGCONT)  # it wakes believing it still drives the run
     assert done.status == "completed"
-    log = wait_until(lambda: f"run {run.id}: lease lost" in (text := system.log(label)) and text,
-                     timeout=30)  # fmt: skip
-    assert f"run {run.id}: lease lost" in log
-    attempts = system.sql("SELECT attempts FROM runs WHERE id = $1", run.id)[0]["attempts"]
-    assert attempts == 2
-    replies = [m for m in client.beta.threads.messages.list(thread_id=thread.id).data
-               if m.role == "assistant"]  # fmt: skip
-    assert len(replies) == 1
-    assert replies[0].content[0].text.value == "Written by the new owner."  # type: ignore[union-attr]
-    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "completed"
-    finals = wait_until(lambda: [e for e in tap.events(thread.id)
-                                 if e["type"] == "thread.run.completed"])  # fmt: skip
-    assert len(finals) == 1
+    _only_the_new_owner_wrote(client, system, tap, run, label, "Written by the new owner.")
+
+
+_FROZEN_TRANSACTION = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+    " AND state = 'idle in transaction' AND backend_xid IS NOT NULL"
+)
+"""A backend of that process inside a transaction that has locked or written rows, waiting for
+its client's next statement."""
+
+
+def _freeze_inside_a_transaction(database_url: str, pid: int) -> int | None:
+    """Stop the process at a moment it holds a transaction open; the backend's pid, or None
+    when no try caught one (the process is then left running)."""
+
+    async def tries() -> int | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for _ in range(600):
+                os.kill(pid, signal.SIGSTOP)
+                backend = await conn.fetchval(_FROZEN_TRANSACTION, f"threadbus run-poller {pid}")
+                if backend is not None:
+                    return int(backend)
+                os.kill(pid, signal.SIGCONT)
+                await asyncio.sleep(random.uniform(0.001, 0.03))
+            return None
+        finally:
+            await conn.close()
+
+    return asyncio.run(tries())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("second_poller")
+def test_a_run_poller_frozen_inside_a_transaction_does_not_hold_up_the_takeover(
+    client: OpenAI, model: ScriptedModelServer, system: System, tap: KafkaTap
+) -> None:
+    thread, run, pid, label = _answering(
+        client, model, system, tap, "frozen writer", 600, then="Taken over."
+    )  # 30 s of tokens
+    # Frozen between two statements of a reply write: the thread and the run stay locked for
+    # as long as its connection lives.
+    backend = _freeze_inside_a_transaction(system.infra.database_url, pid)
+    assert backend is not None, "never caught the run-poller inside a transaction"
+    try:
+        done = wait_until(lambda: _finished(client, thread.id, run.id), timeout=60)
+        gone = not system.sql("SELECT 1 FROM pg_stat_activity WHERE pid = $1", backend)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert gone  # Postgres closed the frozen connection, which released its locks
+    assert done.status == "completed"
+    _only_the_new_owner_wrote(client, system, tap, run, label, "Taken over.")
