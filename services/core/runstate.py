@@ -56,16 +56,25 @@ async def transition(
     *,
     lease: Lease | None = None,
     fields: dict[str, Any] | None = None,
+    spend: dict[str, int] | None = None,
+    locking_thread: str | None = None,
 ) -> Run | None:
     """Move the run to `to` if its current status allows it; None if it did not.
 
     With a lease the update also requires the lease token. Terminal statuses clear
-    `expires_at`, `required_action` and the lease.
+    `expires_at`, `required_action` and the lease. `spend` adds a turn's tokens to the run's
+    running total, which becomes its `usage`. `locking_thread` (the run's thread) locks the
+    thread first, in the same statement: the lock order every writer of a thread's runs uses.
     """
     fields = dict(fields or {})
     assert set(fields) <= _WRITABLE, fields
     sets = ["status = $2", "updated_at = now()"]
     params: list[Any] = [run_id, to, list(ALLOWED[to])]
+    if spend is not None:
+        assert "usage" not in fields, fields
+        params += [spend["prompt_tokens"], spend["completion_tokens"], spend["total_tokens"]]
+        total = spent_plus(len(params) - 2)
+        sets += [f"spent = {total}", f"usage = {total}"]
     if stamp := _STAMP.get(to):
         sets.append(f"{stamp} = epoch_now()")
     if to in TERMINAL_STATUSES:
@@ -74,10 +83,16 @@ async def transition(
     for name, value in fields.items():
         params.append(value)
         sets.append(f"{name} = ${len(params)}")
-    where = "id = $1 AND status = ANY($3::text[])"
+    where = "r.id = $1 AND r.status = ANY($3::text[])"
     if lease is not None:
         params.append(lease.token)
-        where += f" AND lease_token = ${len(params)}"
+        where += f" AND r.lease_token = ${len(params)}"
+    lock = join = ""
+    if locking_thread is not None:
+        params.append(locking_thread)
+        lock = f"WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = ${len(params)}"
+        lock += " FOR UPDATE) "
+        join, where = " FROM t", f"t.id = r.thread_id AND {where}"
     # Measured for the metrics: the run's age, and (leaving requires_action) how long it
     # waited there; a subquery in RETURNING reads the row as it was before this statement.
     measured = "extract(epoch FROM clock_timestamp() - created_ts) AS age_seconds"
@@ -85,12 +100,26 @@ async def transition(
         measured += (", extract(epoch FROM clock_timestamp() - (SELECT p.updated_at FROM runs p"
                      " WHERE p.id = $1)) AS waited_seconds")  # fmt: skip
     row = await conn.fetchrow(
-        f"UPDATE runs SET {', '.join(sets)} WHERE {where} RETURNING *, {measured}", *params
+        f"{lock}UPDATE runs r SET {', '.join(sets)}{join} WHERE {where} RETURNING r.*, {measured}",
+        *params,
     )
     if row is None:
         return None
     db.on_commit(conn, functools.partial(_entered, to, row))
     return run_store.render(dict(row))
+
+
+def spent_plus(first: int) -> str:
+    """The run's `spent` (alias `r`) plus a turn's tokens: parameters `first` to `first + 2`
+    (prompt, completion, total)."""
+    return (
+        "jsonb_build_object("
+        + ", ".join(
+            f"'{name}', (r.spent->>'{name}')::int + ${first + i}"
+            for i, name in enumerate(("prompt_tokens", "completion_tokens", "total_tokens"))
+        )
+        + ")"
+    )
 
 
 def _entered(status: RunStatus, row: asyncpg.Record) -> None:

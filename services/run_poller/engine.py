@@ -356,19 +356,16 @@ class Engine:
         calls = [] if cut_off else records.tool_calls_of(completion)
         await writer.settle()  # a fast model's whole reply is written here, in one transaction
         async with self._pool.acquire() as conn, conn.transaction():
-            run, total = await records.hold_and_spend(conn, lease, usage)
-            if completion.text or not calls:
-                # A turn that also called tools counts its tokens on the tool step.
-                reply_usage = usage if not calls else records.NO_USAGE
+            if not calls:  # the run ends: its status, usage and lock in the first statement
+                run = await records.conclude(conn, lease, usage, cut_off=cut_off)
                 reason = "max_tokens" if cut_off else None
-                await writer.finish_in(conn, completion.text, reply_usage, incomplete_reason=reason)
-            if cut_off:
-                await records.end_incomplete(conn, lease, "max_completion_tokens", total)
-            elif not calls:
-                await records.complete(conn, lease, total)
-            if cut_off or not calls:
+                await writer.finish_in(conn, completion.text, usage, incomplete_reason=reason)
+                await outbox.emit(conn, f"thread.run.{run.status}", run.thread_id, run, lease.cause)
                 await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
                 return
+            run = await records.hold_and_spend(conn, lease, usage)
+            if completion.text:  # a turn that also called tools counts its tokens on the tool step
+                await writer.finish_in(conn, completion.text, records.NO_USAGE)
             if not run.parallel_tool_calls:
                 calls = calls[:1]
             _, rows = await records.write_tool_step(conn, run, calls, usage, lease.cause)

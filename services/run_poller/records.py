@@ -69,18 +69,12 @@ async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "i
     return runs.render(dict(row))
 
 
-async def hold_and_spend(
-    conn: asyncpg.Connection, lease: Lease, usage: dict[str, int]
-) -> tuple[Run, dict[str, int]]:
+async def hold_and_spend(conn: asyncpg.Connection, lease: Lease, usage: dict[str, int]) -> Run:
     """`hold`, and add a turn's usage to the run's running total, in one statement (the
-    update locks the run as `FOR UPDATE` would, after the thread); returns the run and the
-    total."""
+    update locks the run as `FOR UPDATE` would, after the thread)."""
     row = await conn.fetchrow(
         "WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = $1 FOR UPDATE)"
-        " UPDATE runs r SET spent = jsonb_build_object("
-        " 'prompt_tokens', (r.spent->>'prompt_tokens')::int + $4,"
-        " 'completion_tokens', (r.spent->>'completion_tokens')::int + $5,"
-        " 'total_tokens', (r.spent->>'total_tokens')::int + $6)"
+        f" UPDATE runs r SET spent = {runstate.spent_plus(4)}"
         " FROM t WHERE t.id = r.thread_id AND r.id = $2 AND r.lease_token = $3"
         " AND r.status = 'in_progress' RETURNING r.*",
         lease.thread_id,
@@ -92,8 +86,7 @@ async def hold_and_spend(
     )
     if row is None:
         raise LeaseLost(lease.run_id)
-    run = runs.render(dict(row))
-    return run, dict(row["spent"])
+    return runs.render(dict(row))
 
 
 async def resume(conn: asyncpg.Connection, run: Run, cause: str) -> list[ToolCallRow]:
@@ -229,14 +222,20 @@ async def require_action(
     return run
 
 
-async def complete(conn: asyncpg.Connection, lease: Lease, total: dict[str, int]) -> Run:
-    """The run is done."""
+async def conclude(
+    conn: asyncpg.Connection, lease: Lease, usage: dict[str, int], *, cut_off: bool
+) -> Run:
+    """End the run after a turn that called no tools, in one statement: lock the thread, add
+    the turn's tokens to the run's total, and move the run to `completed` (or, `cut_off`,
+    `incomplete`: max_completion_tokens) with that total as its usage. The caller emits the
+    run's event, after its reply's."""
+    fields = {"incomplete_details": {"reason": "max_completion_tokens"}} if cut_off else None
     run = await runstate.transition(
-        conn, lease.run_id, "completed", lease=lease, fields={"usage": total}
-    )
+        conn, lease.run_id, "incomplete" if cut_off else "completed", lease=lease,
+        fields=fields, spend=usage, locking_thread=lease.thread_id,
+    )  # fmt: skip
     if run is None:
         raise LeaseLost(lease.run_id)
-    await outbox.emit(conn, "thread.run.completed", run.thread_id, run, lease.cause)
     return run
 
 

@@ -114,23 +114,33 @@ class ReplyWriter:
         """Write the step and the empty message, with their four events."""
         if self.opened:
             return
+        message_id, details = await self._opening(conn)
+        self.step = await steps.open_step(conn, self._run, "message_creation", details)
+        self.message = await messages.open_assistant_message(
+            conn, self._run, message_id, self._images
+        )
+        await self._emit_opened(conn, self.step, self.message)
+
+    async def _opening(self, conn: asyncpg.Connection) -> tuple[str, dict[str, Any]]:
+        """The reply's message id and its step's details; the images it leads with."""
         message_id = new_id("msg")
-        details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
         # The images the code displayed lead the reply, as the hosted tool put them.
         if self._offers("code_interpreter"):
             self._images = [
                 {"type": "image_file", "image_file": {"file_id": file_id}}
                 for file_id in await citations.images_since_last_reply(conn, self._run.id)
             ]
-        self.step = await steps.open_step(conn, self._run, "message_creation", details)
-        self.message = await messages.open_assistant_message(
-            conn, self._run, message_id, self._images
-        )
+        return message_id, {
+            "type": "message_creation",
+            "message_creation": {"message_id": message_id},
+        }
+
+    async def _emit_opened(self, conn: asyncpg.Connection, step: RunStep, message: Message) -> None:
         for type_, data in (
-            ("thread.run.step.created", self.step),
-            ("thread.run.step.in_progress", self.step),
-            ("thread.message.created", self.message),
-            ("thread.message.in_progress", self.message),
+            ("thread.run.step.created", step),
+            ("thread.run.step.in_progress", step),
+            ("thread.message.created", message),
+            ("thread.message.in_progress", message),
         ):
             await outbox.emit(conn, type_, self._run.thread_id, data, self._lease.cause)
 
@@ -166,10 +176,47 @@ class ReplyWriter:
         *,
         incomplete_reason: str | None = None,
     ) -> None:
-        """Flush, then complete (or cut short) the message and complete its step."""
-        await self.open_in(conn)
-        assert self.step is not None
-        await self.flush_in(conn)
+        """Flush, then complete (or cut short) the message and complete its step.
+
+        A reply not opened yet (a fast model) is written whole: its step and message are
+        inserted finished, two statements instead of four, with the same events."""
+        whole = None if self.opened else await self._opening(conn)
+        cited = await self._cite(conn, text)
+        content = self._images + text_content(text, cited)
+        cause = self._lease.cause
+        if whole is not None:
+            message_id, details = whole
+            closed = self.step = await steps.open_step(
+                conn, self._run, "message_creation", details, completed_with=usage
+            )
+            done = self.message = await messages.open_assistant_message(
+                conn, self._run, message_id, content, finished=True,
+                incomplete_reason=incomplete_reason,
+            )  # fmt: skip
+            opened = messages.as_opened(done, len(self._images))
+            await self._emit_opened(conn, steps.as_opened(closed), opened)
+            await self.flush_in(conn)
+        else:
+            assert self.step is not None
+            await self.flush_in(conn)
+            done = None
+            if self.message is not None:
+                done = await messages.finish(
+                    conn, self.message.id, content=content, incomplete_reason=incomplete_reason
+                )
+            # done is None: the reply was deleted while the run wrote it. The run goes on; its
+            # text is not kept, and the step still completes (naming the deleted message).
+            closed = await steps.close(conn, self.step.id, "completed", usage=usage)
+        if done is not None:
+            if cited:
+                await self._emit_annotations(conn, cited)
+            await outbox.emit(
+                conn, f"thread.message.{done.status}", self._run.thread_id, done, cause
+            )
+        await outbox.emit(conn, "thread.run.step.completed", self._run.thread_id, closed, cause)
+
+    async def _cite(self, conn: asyncpg.Connection, text: str) -> list[dict[str, Any]]:
+        """The reply's annotations: file citations, and links to files the code wrote."""
         results = []
         if self._offers("file_search"):
             results = await citations.results_of(conn, self._run.id)
@@ -179,25 +226,7 @@ class ReplyWriter:
             cited = sorted(
                 cited + citations.file_paths(text, written), key=lambda a: a["start_index"]
             )
-        done = None
-        if self.message is not None:
-            done = await messages.finish(
-                conn,
-                self.message.id,
-                content=self._images + text_content(text, cited),
-                incomplete_reason=incomplete_reason,
-            )
-        # done is None: the reply was deleted while the run wrote it. The run goes on; its
-        # text is not kept, and the step still completes (naming the deleted message).
-        cause = self._lease.cause
-        if done is not None:
-            if cited:
-                await self._emit_annotations(conn, cited)
-            await outbox.emit(
-                conn, f"thread.message.{done.status}", self._run.thread_id, done, cause
-            )
-        closed = await steps.close(conn, self.step.id, "completed", usage=usage)
-        await outbox.emit(conn, "thread.run.step.completed", self._run.thread_id, closed, cause)
+        return cited
 
     async def _emit_annotations(
         self, conn: asyncpg.Connection, cited: list[dict[str, Any]]

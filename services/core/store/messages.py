@@ -108,20 +108,47 @@ async def list_page(
 
 
 async def open_assistant_message(
-    conn: asyncpg.Connection, run: Any, message_id: str, content: list[dict[str, Any]]
+    conn: asyncpg.Connection,
+    run: Any,
+    message_id: str,
+    content: list[dict[str, Any]],
+    *,
+    finished: bool = False,
+    incomplete_reason: str | None = None,
 ) -> Message:
-    """Insert the run's reply, `in_progress`, with no text yet (`content`: its images)."""
+    """Insert the run's reply, `in_progress`, with no text yet (`content`: its images).
+
+    `finished`: the reply is born whole (`content` all of it), `completed`, or `incomplete`
+    with the reason; `as_opened` is the reply as its opening events show it."""
+    status = "in_progress"
+    if finished:
+        status = "completed" if incomplete_reason is None else "incomplete"
+    details = None if incomplete_reason is None else {"reason": incomplete_reason}
     row = await conn.fetchrow(
-        "INSERT INTO messages (id, thread_id, status, role, content, assistant_id, run_id)"
-        " VALUES ($1, $2, 'in_progress', 'assistant', $5, $3, $4) RETURNING *",
+        "INSERT INTO messages (id, thread_id, status, role, content, assistant_id, run_id,"
+        " completed_at, incomplete_at, incomplete_details)"
+        " VALUES ($1, $2, $6, 'assistant', $5, $3, $4,"
+        " CASE WHEN $6 = 'completed' THEN epoch_now() END,"
+        " CASE WHEN $6 = 'incomplete' THEN epoch_now() END, $7) RETURNING *",
         message_id,
         run.thread_id,
         run.assistant_id,
         run.id,
         content,
+        status,
+        details,
     )
     assert row is not None
     return render(dict(row))
+
+
+def as_opened(message: Message, images: int) -> Message:
+    """A reply born whole, as it was when it opened: in progress, with only its leading
+    `images` parts (the images the code displayed)."""
+    return message.model_copy(update={
+        "status": "in_progress", "completed_at": None, "incomplete_at": None,
+        "incomplete_details": None, "content": message.content[:images],
+    })  # fmt: skip
 
 
 async def finish(

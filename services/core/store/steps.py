@@ -28,23 +28,38 @@ def render(row: dict[str, Any], *, with_content: bool = False) -> RunStep:
 
 
 async def open_step(
-    conn: asyncpg.Connection, run: Any, type_: str, details: dict[str, Any]
+    conn: asyncpg.Connection,
+    run: Any,
+    type_: str,
+    details: dict[str, Any],
+    *,
+    completed_with: dict[str, int] | None = None,
 ) -> RunStep:
-    """Insert the run's next step, `in_progress`; (run_id, step_index) is unique."""
+    """Insert the run's next step, `in_progress`; (run_id, step_index) is unique.
+
+    `completed_with` (its usage): the step is born `completed`, for work that opens and ends
+    in one transaction (`as_opened` is the step as its opening events show it)."""
     row = await conn.fetchrow(
         "INSERT INTO run_steps (id, run_id, thread_id, assistant_id, step_index, type, status,"
-        " step_details) VALUES ($1, $2, $3, $4,"
+        " step_details, usage, completed_at) VALUES ($1, $2, $3, $4,"
         " (SELECT coalesce(max(step_index) + 1, 0) FROM run_steps WHERE run_id = $2),"
-        " $5, 'in_progress', $6) RETURNING *",
+        " $5, CASE WHEN $7::jsonb IS NULL THEN 'in_progress' ELSE 'completed' END, $6, $7,"
+        " CASE WHEN $7::jsonb IS NULL THEN NULL ELSE epoch_now() END) RETURNING *",
         new_id("step"),
         run.id,
         run.thread_id,
         run.assistant_id,
         type_,
         details,
+        completed_with,
     )
     assert row is not None
     return render(dict(row))
+
+
+def as_opened(step: RunStep) -> RunStep:
+    """A step born finished, as it was when it opened."""
+    return step.model_copy(update={"status": "in_progress", "completed_at": None, "usage": None})
 
 
 async def current(conn: asyncpg.Connection, run_id: str) -> RunStep | None:
