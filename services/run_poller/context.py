@@ -25,13 +25,8 @@ TimelineItem = Message | ToolTurn
 
 async def timeline(conn: asyncpg.Connection, thread_id: str) -> list[TimelineItem]:
     """The thread's messages and completed tool steps, in the order they happened."""
-    steps = await conn.fetch(
-        "SELECT id, seq FROM run_steps WHERE thread_id = $1 AND type = 'tool_calls'"
-        " AND status = 'completed' ORDER BY seq",
-        thread_id,
-    )
     items: list[tuple[int, TimelineItem]] = [
-        (s["seq"], ToolTurn(await toolcalls.of_step(conn, s["id"]))) for s in steps
+        (seq, ToolTurn(calls)) for seq, calls in await toolcalls.of_thread(conn, thread_id)
     ]
     rows = await conn.fetch("SELECT * FROM messages WHERE thread_id = $1", thread_id)
     items += [(r["seq"], messages.render(dict(r))) for r in rows]

@@ -132,6 +132,23 @@ async def of_step(conn: asyncpg.Connection, step_id: str) -> list[ToolCallRow]:
     return [_row(r) for r in rows]
 
 
+async def of_thread(
+    conn: asyncpg.Connection, thread_id: str
+) -> list[tuple[int, list[ToolCallRow]]]:
+    """The thread's completed tool steps, in the order they happened, as (the step's `seq`, its
+    calls in the order the model made them); one statement for all of them."""
+    rows = await conn.fetch(
+        "SELECT s.seq AS step_seq, c.* FROM run_steps s JOIN tool_calls c ON c.step_id = s.id"
+        " WHERE s.thread_id = $1 AND s.type = 'tool_calls' AND s.status = 'completed'"
+        " ORDER BY s.seq, c.position",
+        thread_id,
+    )
+    turns: dict[int, list[ToolCallRow]] = {}
+    for row in rows:
+        turns.setdefault(row["step_seq"], []).append(_row(row))
+    return list(turns.items())
+
+
 async def of_run(conn: asyncpg.Connection, run_id: str) -> list[ToolCallRow]:
     """Every call of a run."""
     rows = await conn.fetch(
