@@ -90,8 +90,7 @@ async def transition(
     lock = join = ""
     if locking_thread is not None:
         params.append(locking_thread)
-        lock = f"WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = ${len(params)}"
-        lock += " FOR UPDATE) "
+        lock = thread_locked(len(params)) + " "
         join, where = " FROM t", f"t.id = r.thread_id AND {where}"
     # Measured for the metrics: the run's age, and (leaving requires_action) how long it
     # waited there; a subquery in RETURNING reads the row as it was before this statement.
@@ -107,6 +106,13 @@ async def transition(
         return None
     db.on_commit(conn, functools.partial(_entered, to, row))
     return run_store.render(dict(row))
+
+
+def thread_locked(param: int) -> str:
+    """A CTE `t` that locks the thread (its id: parameter `param`) before the statement touches
+    any run row: `MATERIALIZED`, so the lock comes first, in the order every writer of a
+    thread's runs uses (thread, then run). Join `t` to take the run."""
+    return f"WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = ${param} FOR UPDATE)"
 
 
 def spent_plus(first: int) -> str:

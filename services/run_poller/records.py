@@ -56,8 +56,7 @@ async def hold(conn: asyncpg.Connection, lease: Lease, *, status: RunStatus = "i
     statement: the thread's lock is taken in the CTE, before any run row is returned and
     locked, so the order is the one every writer uses."""
     row = await conn.fetchrow(
-        "WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = $1 FOR UPDATE)"
-        " SELECT r.* FROM runs r JOIN t ON t.id = r.thread_id"
+        f"{runstate.thread_locked(1)} SELECT r.* FROM runs r JOIN t ON t.id = r.thread_id"
         " WHERE r.id = $2 AND r.lease_token = $3 AND r.status = $4 FOR UPDATE OF r",
         lease.thread_id,
         lease.run_id,
@@ -73,8 +72,7 @@ async def hold_and_spend(conn: asyncpg.Connection, lease: Lease, usage: dict[str
     """`hold`, and add a turn's usage to the run's running total, in one statement (the
     update locks the run as `FOR UPDATE` would, after the thread)."""
     row = await conn.fetchrow(
-        "WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = $1 FOR UPDATE)"
-        f" UPDATE runs r SET spent = {runstate.spent_plus(4)}"
+        f"{runstate.thread_locked(1)} UPDATE runs r SET spent = {runstate.spent_plus(4)}"
         " FROM t WHERE t.id = r.thread_id AND r.id = $2 AND r.lease_token = $3"
         " AND r.status = 'in_progress' RETURNING r.*",
         lease.thread_id,
