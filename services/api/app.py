@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.api import auth, errors, limits, observed
+from services.api import auth, bell, errors, limits, observed
 from services.api.door import Door
 from services.api.handlers import probes, v1
 from services.api.settings import Settings
@@ -29,6 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.embedder = embedder
             loops = runtime.task_owner()
             loops.start(gate.listen(settings.database_url), "key listener")
+            loops.start(bell.BELL.listen(settings.database_url), "stream bell")
             try:
                 yield
             finally:

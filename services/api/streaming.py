@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from schemas import topics
 from schemas.runs import Run
 from services.api import limits
+from services.api.bell import BELL, Bell
 from services.api.routes import out
 from services.core import bus, metrics
 from services.core.outbox import DROPPED, OUTBOX_ID_HEADER, high_water
@@ -42,7 +44,20 @@ KEEPALIVE_SECONDS = 15.0
 IDLE_SECONDS = 1.0
 ANCHOR_WAIT_MS = 5000
 """How long a resumed stream waits for the record it resumes from before taking it as lost."""
+FETCH_WAIT_MS = 2
+"""A stream's fetch wait. It fetches only when rung (a record is on its way) and for a look now
+and then, so a short wait costs little; and the embedded broker answers a waiting fetch late,
+about a quarter of the wait after the record arrives."""
+PEEK_MS = 5
+"""How long a sleeping stream's look waits for records."""
+UNRUNG_SECONDS = 0.02
+"""How long a stream sleeps between looks while the bell is not listening (no ring would
+come): it polls as often as it did before the bell."""
+RING_SECONDS = 2.0
+"""How long a ring keeps a stream fetching when its record does not come (its row was deleted
+with its thread, or a relay failover delays it): after that the looks find it."""
 DONE = b"event: done\ndata: [DONE]\n\n"
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
 def error_frame(message: str) -> bytes:
@@ -53,20 +68,33 @@ def error_frame(message: str) -> bytes:
 
 
 class RunStream:
-    """One client's view of one run's events."""
+    """One client's view of one run's events.
 
-    def __init__(self, bootstrap: str):
+    The reader fetches only while records are coming: the bell rings it with the outbox id of
+    each commit of its thread's events, and it fetches until that record arrives, then pauses
+    its consumer until the next ring (see `services.api.bell`).
+    """
+
+    def __init__(self, bootstrap: str, bell: Bell = BELL):
         self._consumer = AIOKafkaConsumer(
             **bus.client_options(),
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=bus.urgent_fetch_wait_ms(),  # each event as soon as it is there
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         self._started = False
         self._release = limits.claim_stream()
         weakref.finalize(self, self._release)  # also when the response never started
+        self._bell = bell
+        self._thread: str | None = None
+        self._tp: TopicPartition | None = None
+        self._rung: dict[int, float] = {}
+        """Outbox ids rung for and not yet read, with when they were rung."""
+        self._ringing = asyncio.Event()
+        self._caught_up = False
+        """Whether the reader has reached the partition's end once: before that, it reads on."""
 
     async def open_at_end(self, thread_id: str) -> None:
         """Start at the end of the thread's partition: what is published from now on."""
@@ -74,8 +102,12 @@ class RunStream:
         tp = TopicPartition(topics.EVENTS, partition)
         await self._consumer.seek_to_end(tp)
         await self._consumer.position(tp)  # resolve "the end" now, before the run is written
+        self._listen(thread_id, tp)  # before the run is written, so its first commit rings
+        self._caught_up = True
 
-    async def open_at(self, partition: int, offset: int, run_id: str, *, after: bool) -> None:
+    async def open_at(
+        self, thread_id: str, partition: int, offset: int, run_id: str, *, after: bool
+    ) -> None:
         """Start at the run's record at `offset` (or just `after` it), or at the partition's
         start if that record is not the run's any more: a broker that lost its log (the
         embedded in-memory one after a restart) numbers records from 0 again.
@@ -99,6 +131,58 @@ class RunStream:
             log.info("run %s: its record at %d-%d is gone; reading from the start",
                      run_id, partition, offset)  # fmt: skip
             self._consumer.seek(tp, 0)
+        self._listen(thread_id, tp)
+
+    def _listen(self, thread_id: str, tp: TopicPartition) -> None:
+        self._thread, self._tp = thread_id, tp
+        self._bell.join(thread_id, self._on_ring)
+
+    def _on_ring(self, outbox_id: int) -> None:
+        self._rung[outbox_id] = time.monotonic()
+        self._ringing.set()
+
+    def _may_sleep(self) -> bool:
+        """Whether every rung record was read (rings older than RING_SECONDS aside)."""
+        if not self._caught_up or self._tp is None:
+            return False
+        if self._rung:
+            stale = time.monotonic() - RING_SECONDS
+            self._rung = {rung: at for rung, at in self._rung.items() if at > stale}
+        return not self._rung
+
+    async def _next_batch(self) -> Batch:
+        """The partition's next records, or none after about IDLE_SECONDS (or, while the bell
+        is not listening, UNRUNG_SECONDS)."""
+        if self._may_sleep():
+            assert self._tp is not None
+            self._consumer.pause(self._tp)
+            metrics.SLEEPING_STREAMS.inc()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._ringing.wait(), IDLE_SECONDS if self._bell.live else UNRUNG_SECONDS
+                    )
+            finally:
+                metrics.SLEEPING_STREAMS.dec()
+                self._consumer.resume(self._tp)
+            if not self._ringing.is_set():  # look, for what no ring announced
+                metrics.STREAM_WAKES.labels("look").inc()
+                return await self._read(PEEK_MS)
+            metrics.STREAM_WAKES.labels("ring").inc()
+        self._ringing.clear()
+        return await self._read(int(IDLE_SECONDS * 1000))
+
+    async def _read(self, timeout_ms: int) -> Batch:
+        batch: Batch = await self._consumer.getmany(timeout_ms=timeout_ms)
+        if not batch:
+            self._caught_up = True
+        for tp, records in batch.items():
+            for record in records:
+                self._rung.pop(_outbox_id(record.headers), None)
+            end = self._consumer.highwater(tp)
+            if end is not None and records[-1].offset + 1 >= end:
+                self._caught_up = True
+        return batch
 
     async def _open(self, thread_id: str | None) -> int:
         await self._consumer.start()
@@ -116,6 +200,9 @@ class RunStream:
     async def close(self) -> None:
         """Disconnect, even while the request is being cancelled (a client went away)."""
         self._release()
+        if self._thread is not None:
+            self._bell.leave(self._thread, self._on_ring)
+            self._thread = None
         if self._started:
             self._started = False
             with anyio.CancelScope(shield=True), contextlib.suppress(KafkaError, OSError):
@@ -135,22 +222,23 @@ class RunStream:
         the run has ended already: a resumed stream that started after the run's last event
         ends once the partition stays quiet and the run is over.
         """
-        quiet = 0.0
+        clock = asyncio.get_running_loop().time
+        quiet_since = clock()
         seen: set[str] = set()
         metrics.ACTIVE_STREAMS.inc()
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=int(IDLE_SECONDS * 1000))
+                batch = await self._next_batch()
                 if not batch:
-                    quiet += IDLE_SECONDS
+                    quiet = clock() - quiet_since
                     if settled is not None and quiet >= 2 * IDLE_SECONDS and await settled():
                         yield DONE
                         return
                     if quiet >= KEEPALIVE_SECONDS:
-                        quiet = 0.0
+                        quiet_since = clock()
                         yield b": keep-alive\n\n"
                     continue
-                quiet = 0.0
+                quiet_since = clock()
                 for records in batch.values():
                     for record in records:
                         event = _decode(record.value)

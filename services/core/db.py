@@ -125,6 +125,7 @@ async def listen(
     *,
     connected: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     lost: Callable[[], None] | None = None,
+    name: str | None = None,
 ) -> None:
     """Hand every NOTIFY payload on `channels` to its callback, until cancelled.
 
@@ -134,7 +135,7 @@ async def listen(
     while True:
         closed = asyncio.Event()
         try:
-            conn = await connect(dsn)
+            conn = await connect(dsn, name=name)
         except ERRORS as exc:
             log.warning("listener on %s: %s; reconnecting", ", ".join(channels), exc)
             await asyncio.sleep(1)
@@ -175,9 +176,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """One connection with the JSON codecs (for LISTEN, locks and one-off commands)."""
-    conn = await asyncpg.connect(dsn, timeout=10, connection_class=Connection)
+async def connect(dsn: str, *, name: str | None = None) -> asyncpg.Connection:
+    """One connection with the JSON codecs (for LISTEN, locks and one-off commands); `name` is
+    its `application_name`."""
+    settings = {"application_name": name} if name else None
+    conn = await asyncpg.connect(
+        dsn, timeout=10, connection_class=Connection, server_settings=settings
+    )
     await _init_connection(conn)
     return conn
 

@@ -94,6 +94,15 @@ DEAD_LETTERS = Counter(
     ["group"],
 )
 ACTIVE_STREAMS = Gauge("threadbus_active_streams", "Server-sent event streams open on this API.")
+SLEEPING_STREAMS = Gauge(
+    "threadbus_sleeping_streams",
+    "Open streams waiting for their thread's next commit, not fetching from the broker.",
+)
+STREAM_WAKES = Counter(
+    "threadbus_stream_wakes",
+    "Times a sleeping stream woke: rung by a commit of its thread's events, or to look.",
+    ["by"],
+)
 HTTP_REQUEST = Histogram(
     "threadbus_http_request_duration_seconds",
     "HTTP requests the API answered (a stream lasts until it ends), by route template and"

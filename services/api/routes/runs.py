@@ -226,7 +226,7 @@ async def stream_run_events(
         partition, offset = _position(position)
     reader = RunStream(settings.kafka_bootstrap_servers)
     try:
-        await reader.open_at(partition, offset, run_id, after=position is not None)
+        await reader.open_at(thread_id, partition, offset, run_id, after=position is not None)
     except BaseException:
         await reader.close()
         raise
