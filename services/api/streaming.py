@@ -6,6 +6,7 @@ client that reconnects with `Last-Event-ID` resumes exactly after the last event
 """
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -92,6 +93,9 @@ class RunStream:
         self._tp: TopicPartition | None = None
         self._rung: dict[int, float] = {}
         """Outbox ids rung for and not yet read, with when they were rung."""
+        self._read_ids: collections.deque[int] = collections.deque(maxlen=256)
+        """The last outbox ids read: a ring that comes after its record (the process read
+        the fetch before the notification) must not keep the reader awake."""
         self._ringing = asyncio.Event()
         self._caught_up = False
         """Whether the reader has reached the partition's end once: before that, it reads on."""
@@ -138,8 +142,9 @@ class RunStream:
         self._bell.join(thread_id, self._on_ring)
 
     def _on_ring(self, outbox_id: int) -> None:
-        self._rung[outbox_id] = time.monotonic()
-        self._ringing.set()
+        if outbox_id not in self._read_ids:
+            self._rung[outbox_id] = time.monotonic()
+            self._ringing.set()
 
     def _may_sleep(self) -> bool:
         """Whether every rung record was read (rings older than RING_SECONDS aside)."""
@@ -178,7 +183,9 @@ class RunStream:
             self._caught_up = True
         for tp, records in batch.items():
             for record in records:
-                self._rung.pop(_outbox_id(record.headers), None)
+                outbox_id = _outbox_id(record.headers)
+                self._rung.pop(outbox_id, None)
+                self._read_ids.append(outbox_id)
             end = self._consumer.highwater(tp)
             if end is not None and records[-1].offset + 1 >= end:
                 self._caught_up = True
