@@ -64,7 +64,9 @@ class Gate:
             self._listening = False
             self.forget_keys()
 
-        await db.listen(dsn, {KEYS_CHANNEL: self.forget_keys}, connected=connected, lost=lost)
+        await db.listen(
+            dsn, {KEYS_CHANNEL: self.forget_keys}, connected=connected, lost=lost, role="api-keys"
+        )
 
     async def project_of(self, pool: asyncpg.Pool, key: str | None) -> tuple[bool, str | None]:
         """(whether keys are in force, the project of `key` if it is a live one)."""

@@ -12,7 +12,6 @@ connected: as often as streams polled before the bell.
 """
 
 import logging
-import os
 from collections.abc import Callable
 
 import asyncpg
@@ -22,8 +21,8 @@ from services.core import db
 log = logging.getLogger(__name__)
 
 CHANNEL = "threadbus_outbox"
-NAME = "threadbus api-bell"
-"""The listener's `application_name` in `pg_stat_activity`, before the process id."""
+ROLE = "api-bell"
+"""The listener's connection is `threadbus api-bell <pid>` in `pg_stat_activity`."""
 
 
 class Bell:
@@ -42,9 +41,8 @@ class Bell:
 
         try:
             await db.listen(
-                dsn, {CHANNEL: self._ring}, connected=connected, lost=self._lost,
-                name=f"{NAME} {os.getpid()}",
-            )  # fmt: skip
+                dsn, {CHANNEL: self._ring}, connected=connected, lost=self._lost, role=ROLE
+            )
         finally:
             self._lost()
 

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ async def listen(
     *,
     connected: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     lost: Callable[[], None] | None = None,
-    name: str | None = None,
+    role: str | None = None,
 ) -> None:
     """Hand every NOTIFY payload on `channels` to its callback, until cancelled.
 
@@ -135,7 +136,7 @@ async def listen(
     while True:
         closed = asyncio.Event()
         try:
-            conn = await connect(dsn, name=name)
+            conn = await connect(dsn, role=role)
         except ERRORS as exc:
             log.warning("listener on %s: %s; reconnecting", ", ".join(channels), exc)
             await asyncio.sleep(1)
@@ -176,10 +177,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect(dsn: str, *, name: str | None = None) -> asyncpg.Connection:
-    """One connection with the JSON codecs (for LISTEN, locks and one-off commands); `name` is
-    its `application_name`."""
-    settings = {"application_name": name} if name else None
+async def connect(dsn: str, *, role: str | None = None) -> asyncpg.Connection:
+    """One connection with the JSON codecs (for LISTEN, locks and one-off commands); with a
+    `role`, its `application_name` is `threadbus <role> <pid>` (in `pg_stat_activity`)."""
+    settings = {"application_name": f"threadbus {role} {os.getpid()}"} if role else None
     conn = await asyncpg.connect(
         dsn, timeout=10, connection_class=Connection, server_settings=settings
     )

@@ -135,8 +135,16 @@ class Relay:
     asking again (a commit after the read notifies after it).
     """
 
-    def __init__(self, dsn: str, producer: AIOKafkaProducer, *, idle_seconds: float = 1.0):
+    def __init__(
+        self,
+        dsn: str,
+        producer: AIOKafkaProducer,
+        *,
+        idle_seconds: float = 1.0,
+        role: str = "relay",
+    ):
         self._dsn = dsn
+        self._role = role
         self._producer = producer
         self._idle = idle_seconds
         self._wake = asyncio.Event()
@@ -163,7 +171,7 @@ class Relay:
             self.alive = False
 
     async def _lead(self) -> None:
-        conn = await db.connect(self._dsn)
+        conn = await db.connect(self._dsn, role=self._role)
         try:
             # Another process's relay holds the lock; poll until it goes away.
             while not await conn.fetchval(  # noqa: ASYNC110

@@ -160,7 +160,9 @@ class Engine:
                 self.woken(row["id"])
 
         channels = {cancel.CHANNEL: self.stop, runs.WAKE_CHANNEL: self.woken}
-        await db.listen(self._settings.database_url, channels, connected=catch_up)
+        await db.listen(
+            self._settings.database_url, channels, connected=catch_up, role="run-poller-wakes"
+        )
 
     def woken(self, run_id: str) -> None:
         """A wake-up arrived: offer the run in a task of its own (one per run at a time)."""

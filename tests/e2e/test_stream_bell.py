@@ -4,7 +4,7 @@ commits (the bell), without missing an event when the bell's listener dies."""
 import pytest
 from openai import OpenAI
 
-from services.api.bell import NAME
+from services.api.bell import ROLE
 from tests.e2e.test_metrics import moved, scrape, value
 from tests.e2e.test_streaming import PLAIN, PLAIN_END, without_deltas
 from tests.fakes.model_server import ScriptedModelServer
@@ -22,7 +22,7 @@ def _sleeping(system: System) -> float:
 
 def _bells(system: System) -> list[int]:
     rows = system.sql(
-        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1", f"{NAME} %"
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1", f"threadbus {ROLE} %"
     )
     return [row["pid"] for row in rows]
 
