@@ -52,8 +52,8 @@ about a quarter of the wait after the record arrives."""
 PEEK_MS = 5
 """How long a sleeping stream's look waits for records."""
 UNRUNG_SECONDS = 0.02
-"""How long a stream sleeps between looks while the bell is not listening (no ring would
-come): it polls as often as it did before the bell."""
+"""How long a stream sleeps between looks while rings may be missed (the bell is not listening
+yet, or again): it polls as often as it did before the bell."""
 RING_SECONDS = 2.0
 """How long a ring keeps a stream fetching when its record does not come (its row was deleted
 with its thread, or a relay failover delays it): after that the looks find it."""
@@ -156,17 +156,16 @@ class RunStream:
         return not self._rung
 
     async def _next_batch(self) -> Batch:
-        """The partition's next records, or none after about IDLE_SECONDS (or, while the bell
-        is not listening, UNRUNG_SECONDS)."""
+        """The partition's next records, or none after about IDLE_SECONDS (or UNRUNG_SECONDS,
+        while rings may be missed)."""
         if self._may_sleep():
             assert self._tp is not None
             self._consumer.pause(self._tp)
             metrics.SLEEPING_STREAMS.inc()
+            sleep = IDLE_SECONDS if self._bell.trusted() else UNRUNG_SECONDS
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._ringing.wait(), IDLE_SECONDS if self._bell.live else UNRUNG_SECONDS
-                    )
+                    await asyncio.wait_for(self._ringing.wait(), sleep)
             finally:
                 metrics.SLEEPING_STREAMS.dec()
                 self._consumer.resume(self._tp)

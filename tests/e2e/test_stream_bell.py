@@ -59,8 +59,6 @@ def test_a_stream_keeps_every_delta_when_the_bell_listener_is_killed_mid_answer(
 ) -> None:
     words = " ".join(f"w{i}" for i in range(40))
     model.script("bell killed", reply=words, chunk_delay_s=0.05)
-    before = _bells(system)
-    assert len(before) == 1
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "bell killed"}])
     names: list[str] = []
     text = ""
@@ -69,7 +67,9 @@ def test_a_stream_keeps_every_delta_when_the_bell_listener_is_killed_mid_answer(
             names.append(event.event)
             if event.event == "thread.message.delta":
                 text += event.data.delta.content[0].text.value  # type: ignore[index, union-attr]
-                if names.count("thread.message.delta") == 2:
+                if names.count("thread.message.delta") == 2:  # the bell listens: a stream is open
+                    before = _bells(system)
+                    assert len(before) == 1
                     killed = system.sql("SELECT pg_terminate_backend($1) AS done", before[0])
                     assert killed == [{"done": True}]
     assert without_deltas(names) == PLAIN + PLAIN_END
