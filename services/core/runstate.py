@@ -152,6 +152,9 @@ class Claim:
     open_step: bool = False
     """A step is still open: a tool step whose results came in, or a reply a crashed attempt
     opened; the turn resumes it under the locks."""
+    tool_turns: bool = True
+    """The thread had a finished tool step when claimed (else the model's context has no tool
+    turns to read, unless resuming an open step finishes one)."""
 
 
 async def claim(
@@ -181,7 +184,9 @@ async def claim(
         " extract(epoch FROM clock_timestamp() - prev.updated_at) AS waited_seconds,"
         " (SELECT count(*) FROM run_steps WHERE run_id = r.id) AS steps_taken,"
         " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
-        " AS open_step",
+        " AS open_step,"
+        " EXISTS (SELECT 1 FROM run_steps WHERE thread_id = r.thread_id"
+        " AND type = 'tool_calls' AND status = 'completed') AS tool_turns",
         run_id,
         owner,
         token,
@@ -191,6 +196,7 @@ async def claim(
         return None
     values = dict(row)
     steps_taken, open_step = values.pop("steps_taken"), values.pop("open_step")
+    tool_turns = values.pop("tool_turns")
     db.on_commit(conn, functools.partial(_claimed, values))
     return Claim(
         lease=Lease(
@@ -206,6 +212,7 @@ async def claim(
         steps_taken=int(steps_taken),
         spent=dict(values["spent"]),
         open_step=bool(open_step),
+        tool_turns=bool(tool_turns),
     )
 
 

@@ -217,3 +217,37 @@ def test_a_result_delivered_twice_is_stored_once(
     reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]
     assert reply.content[0].text.value == "Got the first result."  # type: ignore[union-attr]
     assert done.status == "completed"
+
+
+def test_a_later_run_shows_the_model_the_tool_turns_of_earlier_runs(
+    client: OpenAI, model: ScriptedModelServer
+) -> None:
+    model.script("weather please", tool_calls=[call("get_weather", city="Oslo")])
+    model.script("sunny in Oslo", reply="It is sunny in Oslo.")
+    assistant = client.beta.assistants.create(
+        model="gpt-4o",
+        tools=[function_tool("get_weather")],  # type: ignore[list-item]
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "weather please"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
+    assert run.status == "requires_action"
+    assert run.required_action is not None
+    asked = run.required_action.submit_tool_outputs.tool_calls[0]
+    run = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        thread_id=thread.id, run_id=run.id, poll_interval_ms=50,
+        tool_outputs=[{"tool_call_id": asked.id, "output": "sunny in Oslo"}],
+    )  # fmt: skip
+    assert run.status == "completed"
+
+    client.beta.threads.messages.create(thread.id, role="user", content="and tomorrow?")
+    later = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
+    assert later.status == "completed"
+    seen = model.requests[-1]["messages"]
+    assert [m["role"] for m in seen[-5:]] == ["user", "assistant", "tool", "assistant", "user"]
+    assert seen[-4]["tool_calls"][0]["id"] == asked.id
+    assert seen[-3] == {"role": "tool", "tool_call_id": asked.id, "content": "sunny in Oslo"}
+    assert seen[-2]["content"] == "It is sunny in Oslo."
