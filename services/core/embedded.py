@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import random
 import socket
 import stat
 import subprocess
@@ -32,10 +33,32 @@ def terminate_with_parent() -> None:
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
+    """A TCP port nothing listens on right now, below the kernel's ephemeral range where the
+    range leaves room: a port the kernel hands out itself (port 0) can be given to any
+    outgoing connection's local end before the process meant to listen on it starts, and the
+    ports above it (a base port and its neighbours) are as exposed."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        if low < 12_000:
+            break
+        port = random.randrange(10_000, low - 100)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux; else the IANA range's 49152)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49_152
 
 
 def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
