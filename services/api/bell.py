@@ -24,10 +24,10 @@ from collections.abc import Callable
 import asyncpg
 
 from services.core import db
+from services.core.outbox import CHANNEL
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "threadbus_outbox"
 ROLE = "api-bell"
 """The listener's connection is `threadbus api-bell <pid>` in `pg_stat_activity`."""
 

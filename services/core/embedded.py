@@ -38,9 +38,7 @@ def free_port() -> int:
     outgoing connection's local end before the process meant to listen on it starts, and the
     ports above it (a base port and its neighbours) are as exposed."""
     low = _ephemeral_low()
-    for _ in range(200):
-        if low < 12_000:
-            break
+    for _ in range(200 if low >= 12_000 else 0):
         port = random.randrange(10_000, low - 100)
         with socket.socket() as sock:
             try:

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 _RELAY_LOCK = 7_411_002  # advisory lock key: one active relay, so order is the outbox's
 BATCH = 500
+CHANNEL = "threadbus_outbox"
+"""What every commit that writes outbox rows notifies (the trigger of migration 0013): the relay
+wakes on it, the API's stream bell reads which threads it names."""
 DROPPED = "threadbus.event.dropped"
 """Takes the place of an event the broker refused (too large); `data` names it."""
 OUTBOX_ID_HEADER = "threadbus-outbox-id"
@@ -178,7 +181,7 @@ class Relay:
                 "SELECT pg_try_advisory_lock($1)", _RELAY_LOCK
             ):
                 await asyncio.sleep(self._idle)
-            await conn.add_listener("threadbus_outbox", self._on_notify)
+            await conn.add_listener(CHANNEL, self._on_notify)
             log.info("outbox relay active")
             while True:
                 self._wake.clear()
