@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import asyncpg.transaction
-from asyncpg.transaction import TransactionState
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,7 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
     `outbox.enqueue` inside a transaction appends to `outbox_pending`; the transaction (or a
     savepoint) inserts everything pending right before it commits, and a rolled-back one
     forgets what it queued. Rows keep the order they were queued in. One insert per
-    transaction instead of one per event: a round trip each was most of a run's cost. The
-    outermost transaction sends that insert and its COMMIT together (`_insert_and_commit`).
+    transaction instead of one per event: a round trip each was most of a run's cost.
 
     `after_commit` holds what must happen only once the outermost transaction committed
     (metrics of the changes it made); a rollback forgets what it added.
@@ -71,48 +69,6 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
         rows, self.outbox_pending = self.outbox_pending, []
         topics, keys, payloads, traces = zip(*rows, strict=True)
         await self.execute(_OUTBOX_INSERT, list(topics), list(keys), list(payloads), list(traces))
-
-    def take_outbox_with_commit(self) -> str | None:
-        """The pending rows' insert and COMMIT as one statement text, and nothing pending; None
-        (and the rows left pending) when they cannot be written that way."""
-        statement = _insert_and_commit(self.outbox_pending, self.get_settings())
-        if statement is not None:
-            self.outbox_pending = []
-        return statement
-
-
-def _insert_and_commit(
-    rows: list[tuple[str, str | None, Any, str | None]], settings: Any
-) -> str | None:
-    """`INSERT INTO outbox ...; COMMIT;` with the rows as literals: one round trip where the
-    parameterised insert and the COMMIT take two (asyncpg sends one statement per message).
-
-    A literal is exact only while `standard_conforming_strings` is on (the default since
-    PostgreSQL 9.1; the server reports it): then a doubled quote is the one escape, and a
-    backslash is an ordinary character. Text with a NUL, which no literal can carry, goes the
-    parameterised way and is refused there as before.
-    """
-    if not rows or getattr(settings, "standard_conforming_strings", None) != "on":
-        return None
-    values = []
-    for n, (topic, key, payload, trace) in enumerate(rows):
-        texts = (topic, key, json.dumps(payload), trace)
-        if any(text is not None and "\x00" in text for text in texts):
-            return None
-        topic_, key_, payload_, trace_ = (_literal(text) for text in texts)
-        values.append(f"({n}, {topic_}, {key_}, {payload_}::jsonb, {trace_})")
-    return (
-        "INSERT INTO outbox (topic, key, payload, trace) SELECT topic, key, payload, trace"
-        f" FROM (VALUES {', '.join(values)}) AS r(n, topic, key, payload, trace) ORDER BY n;"
-        " COMMIT;"
-    )
-
-
-def _literal(text: str | None) -> str:
-    """A SQL string literal of `text` (NULL for None), with standard_conforming_strings on."""
-    if text is None:
-        return "NULL"
-    return "'" + text.replace("'", "''") + "'"
 
 
 def on_commit(conn: asyncpg.Connection, action: Callable[[], None]) -> None:
@@ -143,11 +99,6 @@ class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
 
     async def __aexit__(self, extype: Any, ex: Any, tb: Any) -> None:
         conn: Connection = self._connection
-        if extype is None and not self._nested and self._state is TransactionState.STARTED:
-            statement = conn.take_outbox_with_commit()
-            if statement is not None:
-                await self._commit_with(statement)
-                return
         if extype is None:
             try:
                 await conn.flush_outbox()
@@ -164,37 +115,9 @@ class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
             del conn.after_commit[self._hooks :]
             raise
         if extype is None and not self._nested:
-            self._committed()
-
-    async def _commit_with(self, statement: str) -> None:
-        """Commit by `statement` (the outbox insert and COMMIT in one), as asyncpg's own commit
-        would: the connection leaves the transaction whatever happens; if the insert failed
-        (so the COMMIT never ran), the transaction is rolled back."""
-        conn: Connection = self._connection
-        if conn._top_xact is self:
-            conn._top_xact = None
-        try:
-            await conn.execute(statement)
-        except BaseException as exc:
-            self._leave(TransactionState.FAILED)
-            del conn.after_commit[self._hooks :]
-            if isinstance(exc, Exception) and conn.is_in_transaction() and not conn.is_closed():
-                with contextlib.suppress(*ERRORS):
-                    await conn.execute("ROLLBACK;")
-            raise
-        self._leave(TransactionState.COMMITTED)
-        self._committed()
-
-    def _leave(self, state: TransactionState) -> None:
-        """Mark the block ended, as asyncpg's `__aexit__` does (its attributes, its slots)."""
-        self._state = state  # type: ignore[misc]
-        self._managed = False  # type: ignore[misc]
-
-    def _committed(self) -> None:
-        conn: Connection = self._connection
-        hooks, conn.after_commit = conn.after_commit, []
-        for hook in hooks:
-            _committed(hook)
+            hooks, conn.after_commit = conn.after_commit, []
+            for hook in hooks:
+                _committed(hook)
 
 
 async def listen(
