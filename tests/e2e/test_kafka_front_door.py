@@ -235,3 +235,26 @@ def test_cancel_run_event(
     assert cancelled["data"]["cancelled_at"] is not None
     assert "thread.message.completed" not in kinds
     assert client.beta.threads.runs.retrieve(run_id, thread_id=thread_id).status == "cancelled"
+
+
+SQL_LOOKING = "it's '' \\' \\\\ \\x41 $$ $q$ E'\\n' '); DELETE FROM outbox; -- ünï 𝄞 🙂\n\t\"x\""
+
+
+def test_text_that_looks_like_sql_comes_out_exactly(tap: KafkaTap, tutor: str) -> None:
+    """Quotes, backslashes, dollar quotes and non-BMP characters come back exactly in the
+    events, whatever way the outbox rows take to Postgres and the broker."""
+    thread_id = new_thread_id()
+    tap.publish(user_message(thread_id, tutor, SQL_LOOKING), key=thread_id)
+    done = wait_until(
+        lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.message.completed"]
+    )
+    assert done[0]["data"]["content"][0]["text"]["value"] == "Echo: " + SQL_LOOKING  # type: ignore[index]
+    asked = next(e for e in tap.events(thread_id) if e["type"] == "thread.message.created")
+    assert asked["data"]["content"][0]["text"]["value"] == SQL_LOOKING  # type: ignore[index]
+
+    # A record that is refused keeps its key exactly, on the DLQ and in its `error` event.
+    key = "key " + SQL_LOOKING
+    tap.publish(b"not json", key=key)
+    letter = wait_until(lambda: [d for d in tap.dead_letters() if d["key"] == key])[0]
+    assert letter["value"] == "not json"
+    wait_until(lambda: [e for e in tap.events() if e["type"] == "error" and e["subject"] == key])
