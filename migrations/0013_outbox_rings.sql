@@ -1,7 +1,7 @@
 -- A commit's notification now says which threads' events it wrote: one `<thread id> <outbox id>`
 -- per thread (the transaction's highest row of that thread on threadbus.events), and '' for
 -- rows of other topics. The relay wakes on any of them, as before; the API's stream readers
--- wake on their thread's (services/api/streaming.py, `Bell`) and sleep otherwise, instead of
+-- wake on their thread's (services/api/bell.py, `Bell`) and sleep otherwise, instead of
 -- asking the broker for new records every few milliseconds. Identical payloads of one
 -- transaction are delivered once, so the relay still gets one '' per transaction at most.
 CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS

@@ -94,21 +94,25 @@ class ReplyWriter:
     async def settle(self) -> None:
         """The turn is ending: a write not yet begun is left to the caller's transaction, one
         begun is waited for (its failure raised), so events keep their order."""
-        self._settled = True
-        flusher, self._flusher = self._flusher, None
+        flusher = self._settle_now()
         if flusher is not None:
             await flusher
 
     async def halt(self) -> None:
         """The run stops (cancelled, lease lost): a write in flight is stopped (rolled back)."""
-        self._settled = True
-        flusher, self._flusher = self._flusher, None
+        flusher = self._settle_now()
         if flusher is None:
             return
         flusher.cancel()
         await asyncio.wait([flusher])
         if not flusher.cancelled():
             flusher.exception()  # retrieved: the run's own outcome is what gets reported
+
+    def _settle_now(self) -> "asyncio.Task[None] | None":
+        """No write begins from now on; returns the one in flight, if any."""
+        self._settled = True
+        flusher, self._flusher = self._flusher, None
+        return flusher
 
     async def open_in(self, conn: asyncpg.Connection) -> None:
         """Write the step and the empty message, with their four events."""

@@ -82,15 +82,15 @@ def _identity(payload: Any) -> tuple[str | None, str]:
     )
 
 
+_SEEN = (
+    "INSERT INTO processed_events (consumer, source, event_id) VALUES ($1, $2, $3)"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+"""Record an event as seen; returns its id the first time only."""
+
+
 async def _first_time(conn: asyncpg.Connection, source: str, event_id: str) -> bool:
-    inserted = await conn.fetchval(
-        "INSERT INTO processed_events (consumer, source, event_id) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING RETURNING event_id",
-        CONSUMER,
-        source,
-        event_id,
-    )
-    return inserted is not None
+    return await conn.fetchval(_SEEN, CONSUMER, source, event_id) is not None
 
 
 async def _first_time_in_project(
@@ -104,8 +104,7 @@ async def _first_time_in_project(
         first, scoped = True, await projects.act_in(conn, project)
     else:
         row = await conn.fetchrow(
-            "WITH seen AS (INSERT INTO processed_events (consumer, source, event_id)"
-            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING event_id)"
+            f"WITH seen AS ({_SEEN})"
             " SELECT EXISTS (SELECT 1 FROM seen) AS first, (SELECT set_config("
             "'threadbus.project', id, true) FROM projects WHERE name = $4) IS NOT NULL AS scoped",
             CONSUMER, source, event_id, project,

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.model_server import ScriptedModelServer
+from tests.prometheus import parse
 from tests.sse import read_all
 from tests.system import API_KEY, HEADERS, SERVICES, Infrastructure, System, answers, wait_until
 
@@ -87,12 +87,10 @@ def test_a_broker_restart_loses_its_records_postgres_brings_the_runs_back_metric
     asked = time.monotonic()
     scraped = httpx.get(f"{root}/metrics", timeout=10)
     assert time.monotonic() - asked < 10
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(scraped.text)
-               for s in family.samples}  # fmt: skip
-    assert samples[("threadbus_sample_up", (("source", "broker"),))] == 0
-    assert samples[("threadbus_sample_up", (("source", "postgres"),))] == 1
-    assert samples[("threadbus_outbox_backlog_records", ())] >= 1
+    samples = parse(scraped.text)
+    assert samples[("threadbus_sample_up", frozenset({("source", "broker")}))] == 0
+    assert samples[("threadbus_sample_up", frozenset({("source", "postgres")}))] == 1
+    assert samples[("threadbus_outbox_backlog_records", frozenset())] >= 1
     time.sleep(1)
     restarted = time.monotonic()
     system.infra.restart_kafka()  # empty: no topics, records or offsets until re-created

@@ -3,39 +3,29 @@ probe port, and parsed with Prometheus' own text parser."""
 
 import asyncio
 import re
-from collections import Counter
 from collections.abc import Iterable
 
 import httpx
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.ops import GROUPS
 from tests.e2e.code_interpreter_runs import code_assistant, run_code
 from tests.e2e.test_function_tools import call, function_tool, wait_for_handlers
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap
+from tests.prometheus import Samples, moved, parse, value
 from tests.system import System, wait_until
 
-Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
 IDS = re.compile(
     r"^((asst|call|cmd|dlq|evt|key|msg|proj|req|run|step|thread|vs|vsfb)_|file-)[A-Za-z0-9]{8,}$"
 )
 """An id of the API's objects (`services/core/ids.py`): a prefix and random characters."""
 
 
-def _parse(text: str) -> Samples:
-    samples: Samples = Counter()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] += sample.value
-    return samples
-
-
 def scrape(system: System, service: str) -> Samples:
     """The sum over the live processes of `service` (the API: its port; workers: their probe
     port) of every sample."""
-    total: Samples = Counter()
+    total = Samples()
     for process in list(system.services.values()):
         if process.name != service or not process.alive:
             continue
@@ -43,18 +33,8 @@ def scrape(system: System, service: str) -> Samples:
         answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=15)
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/plain; version=")
-        total.update(_parse(answer.text))
+        total.update(parse(answer.text))
     return total
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
-
-
-def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 def label_values(samples: Iterable[tuple[str, frozenset[tuple[str, str]]]]) -> set[str]:

@@ -5,9 +5,10 @@ import pytest
 from openai import OpenAI
 
 from services.api.bell import ROLE
-from tests.e2e.test_metrics import moved, scrape, value
+from tests.e2e.test_metrics import scrape
 from tests.e2e.test_streaming import PLAIN, PLAIN_END, without_deltas
 from tests.fakes.model_server import ScriptedModelServer
+from tests.prometheus import moved, value
 from tests.system import System, wait_until
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.embedded import free_port
 from services.core.model import NOT_CONFIGURED
+from tests.prometheus import parse
 from tests.system import wait_until
 
 
@@ -80,10 +80,8 @@ def test_up_with_no_model_then_restart_keeps_data(tmp_path: Path) -> None:
         assert f"workers on ports {first}-{first + 4} (run-poller first)" in banner
         assert httpx.get(f"http://127.0.0.1:{ports['api']}/metrics", timeout=10).is_success
         scraped = httpx.get(f"http://127.0.0.1:{first}/metrics", timeout=10).text
-        counted = {(s.name, tuple(s.labels.items())): s.value
-                   for family in text_string_to_metric_families(scraped)
-                   for s in family.samples}  # fmt: skip
-        assert counted[("threadbus_run_transitions_total", (("status", "failed"),))] == 1
+        failed = frozenset({("status", "failed")})
+        assert parse(scraped)[("threadbus_run_transitions_total", failed)] == 1
     finally:
         code = stop_up(proc)
     assert code == 0
