@@ -105,6 +105,8 @@ class Step:
     failed: int = 0
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
+    own_cpu: float = 0.0
+    """The benchmark's process: the scripted model, the producer and the consumer."""
     transactions: int = 0
 
     @property
@@ -132,6 +134,7 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
     """Offer `rate` runs a second for `seconds`; wait for the stragglers; measure."""
     result = Step(rate=rate)
     before = cpu_by_pid(processes(bench))
+    own_before = cpu_seconds(os.getpid())
     transactions = await committed(bench.infra.database_url)
     started = time.monotonic()
     pending: list[asyncio.Task[None]] = []
@@ -163,6 +166,7 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
     await asyncio.gather(*pending)
     result.wall = time.monotonic() - started
     result.cpu = spent(before, cpu_by_pid(processes(bench)))
+    result.own_cpu = cpu_seconds(os.getpid()) - own_before
     await asyncio.sleep(1.0)  # backends report their counts within a second
     result.transactions = await committed(bench.infra.database_url) - transactions
     return result
@@ -184,6 +188,8 @@ def report(result: Step) -> None:
         parts = ", ".join(f"{name} {value:.2f}" for name, value in
                           sorted(per_run.items(), key=lambda kv: -kv[1]))  # fmt: skip
         print(f"CPU per run: {total:.2f} ms ({parts})")
+        print(f"the benchmark's own process (scripted model, producer, consumer; not above):"
+              f" {result.own_cpu * 1000 / done:.2f} ms per run")  # fmt: skip
         print(f"Postgres transactions per run: {result.transactions / done:.1f}"
               " (each statement outside a transaction counts as one)")  # fmt: skip
 
