@@ -11,6 +11,8 @@ from pathlib import Path
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.beta import Assistant, Thread
+from openai.types.beta.threads import Run
 
 from schemas import topics
 from schemas.events import ToolCallResult
@@ -32,15 +34,7 @@ def test_a_run_left_in_requires_action_expires(
         impatient = client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
         wait_until(lambda: _answers(impatient), timeout=30)
         model.script("expire me", tool_calls=[call("get_weather", city="Nowhere")])
-        assistant = impatient.beta.assistants.create(
-            model="gpt-4o",
-            tools=[function_tool("get_weather")],  # type: ignore[list-item]
-        )
-        thread = impatient.beta.threads.create(messages=[{"role": "user", "content": "expire me"}])
-        run = impatient.beta.threads.runs.create_and_poll(
-            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
-        )
-        assert run.status == "requires_action"
+        assistant, thread, run = _asking_for_weather(impatient, "expire me")
         assert run.expires_at is not None
         assert run.expires_at - run.created_at == 3
         expired = wait_until(
@@ -63,6 +57,21 @@ def test_a_run_left_in_requires_action_expires(
         assert again.status == "queued"
     finally:
         short.stop()
+
+
+def _asking_for_weather(api: OpenAI, content: str) -> tuple[Assistant, Thread, Run]:
+    """An assistant with `get_weather`, a thread asking `content`, and its run, polled until
+    it stops; the model must be scripted to call the function."""
+    assistant = api.beta.assistants.create(
+        model="gpt-4o",
+        tools=[function_tool("get_weather")],  # type: ignore[list-item]
+    )
+    thread = api.beta.threads.create(messages=[{"role": "user", "content": content}])
+    run = api.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
+    assert run.status == "requires_action"
+    return assistant, thread, run
 
 
 def _answers(client: OpenAI) -> bool:
@@ -224,15 +233,7 @@ def test_a_later_run_shows_the_model_the_tool_turns_of_earlier_runs(
 ) -> None:
     model.script("weather please", tool_calls=[call("get_weather", city="Oslo")])
     model.script("sunny in Oslo", reply="It is sunny in Oslo.")
-    assistant = client.beta.assistants.create(
-        model="gpt-4o",
-        tools=[function_tool("get_weather")],  # type: ignore[list-item]
-    )
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "weather please"}])
-    run = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
-    )
-    assert run.status == "requires_action"
+    assistant, thread, run = _asking_for_weather(client, "weather please")
     assert run.required_action is not None
     asked = run.required_action.submit_tool_outputs.tool_calls[0]
     run = client.beta.threads.runs.submit_tool_outputs_and_poll(
