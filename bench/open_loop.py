@@ -2,10 +2,11 @@
 
 Starts the system as `bench/harness.py` does (instant scripted model), then for each rate of
 `--rates` publishes `threadbus.user_message` events at that rate for `--seconds`, each on a new
-thread, whatever the replies do (open loop: a slow system shows as growing latency and lost
-runs, not as a lower offered rate). Latency per event: publish to `thread.message.completed`
-on `threadbus.events`, matched by `causationid`. A run not answered within `--wait` seconds of
-its publish counts as lost.
+thread (with `--turns K`, K on each thread, spread over the step: a conversation's later turns
+find their thread), whatever the replies do (open loop: a slow system shows as growing latency
+and lost runs, not as a lower offered rate). Latency per event: publish to
+`thread.message.completed` on `threadbus.events`, matched by `causationid`. A run not answered
+within `--wait` seconds of its publish counts as lost.
 
 CPU per run: each process's user + system time (from /proc) over the whole step, divided by the
 runs completed in it: every service, the broker and Postgres (its postmaster and backends).
@@ -130,8 +131,10 @@ async def committed(dsn: str) -> int:
 
 
 async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate: float,
-               seconds: float, wait: float) -> Step:  # fmt: skip
-    """Offer `rate` runs a second for `seconds`; wait for the stragglers; measure."""
+               seconds: float, wait: float, turns: int = 1) -> Step:  # fmt: skip
+    """Offer `rate` runs a second for `seconds`, `turns` on each thread (event n goes to thread
+    n mod threads, so a thread's turns are `seconds / turns` apart); wait for the stragglers;
+    measure."""
     result = Step(rate=rate)
     before = cpu_by_pid(processes(bench))
     own_before = cpu_seconds(os.getpid())
@@ -139,8 +142,10 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
     started = time.monotonic()
     pending: list[asyncio.Task[None]] = []
 
-    async def one() -> None:
-        thread_id = f"thread_open_{uuid.uuid4().hex}"
+    total = int(rate * seconds)
+    threads = [f"thread_open_{uuid.uuid4().hex}" for _ in range(max(1, total // turns))]
+
+    async def one(thread_id: str) -> None:
         event = user_message(thread_id, bench.assistant_id, "open loop")
         reply = watcher.expect(event["id"])
         sent = time.monotonic()
@@ -155,13 +160,12 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
         else:
             result.failed += 1
 
-    total = int(rate * seconds)
     for n in range(total):
         due = started + n / rate
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending.append(asyncio.create_task(one()))
+        pending.append(asyncio.create_task(one(threads[n % len(threads)])))
     result.offered = total
     await asyncio.gather(*pending)
     result.wall = time.monotonic() - started
@@ -205,7 +209,9 @@ async def idle(bench: Bench, seconds: float) -> None:
     print(f"idle CPU over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
 
 
-async def measure(bench: Bench, rates: list[float], seconds: float, wait: float) -> None:
+async def measure(
+    bench: Bench, rates: list[float], seconds: float, wait: float, turns: int
+) -> None:
     watcher = Watcher(bench.infra.bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=bench.infra.bootstrap, acks="all",
                                 linger_ms=0)  # fmt: skip
@@ -213,11 +219,11 @@ async def measure(bench: Bench, rates: list[float], seconds: float, wait: float)
     try:
         await watcher.start()
         warm = await step(bench, producer, watcher, rate=5, seconds=4, wait=180)
-        print(f"warm-up: {warm.completed} runs (not counted)")
+        print(f"warm-up: {warm.completed} runs (not counted); turns per thread: {turns}")
         await idle(bench, 10)
         results = []
         for rate in rates:
-            results.append(await step(bench, producer, watcher, rate, seconds, wait))
+            results.append(await step(bench, producer, watcher, rate, seconds, wait, turns))
             report(results[-1])
     finally:
         await watcher.stop()
@@ -252,11 +258,17 @@ def main() -> None:
     parser.add_argument("--rates", default="5,40,100,150", help="offered runs/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20, help="how long each rate is offered")
     parser.add_argument("--wait", type=float, default=60, help="a run later than this is lost")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        default=1,
+        help="events on each thread in a step (1: every event on a new thread)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
     with running(keep=args.keep, env=as_deployed()) as bench:
-        asyncio.run(measure(bench, rates, args.seconds, args.wait))
+        asyncio.run(measure(bench, rates, args.seconds, args.wait, args.turns))
 
 
 if __name__ == "__main__":
