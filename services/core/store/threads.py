@@ -45,16 +45,29 @@ async def create(
     return thread
 
 
+_ENSURE = (
+    "WITH made AS (INSERT INTO threads (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING *),"
+    f" held AS (SELECT * FROM threads WHERE id = $1 AND {MINE}"
+    "  AND NOT EXISTS (SELECT 1 FROM made) FOR UPDATE)"
+    " SELECT true AS made, * FROM made UNION ALL SELECT false AS made, * FROM held"
+)
+"""Create the thread, or lock it if it is there (and this project's): one round trip either way.
+
+Both parts see the snapshot from before the statement, so a thread another transaction created
+and committed while the insert waited on it is in neither (`ensure` then reads it again)."""
+
+
 async def ensure(conn: asyncpg.Connection, thread_id: str, *, cause: str | None) -> Thread:
     """The thread with this id, created if it does not exist yet; locked for this transaction."""
-    row = await conn.fetchrow(
-        "INSERT INTO threads (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING *", thread_id
-    )
-    if row is not None:
-        thread = render(dict(row))
+    row = await conn.fetchrow(_ENSURE, thread_id)
+    if row is None:
+        return await get(conn, thread_id, lock=True)  # NotFound for another project's
+    data = dict(row)
+    made = data.pop("made")
+    thread = render(data)
+    if made:
         await outbox.emit(conn, "thread.created", thread.id, thread, cause)
-        return thread
-    return await get(conn, thread_id, lock=True)
+    return thread
 
 
 async def get(conn: asyncpg.Connection, thread_id: str, *, lock: bool = False) -> Thread:
