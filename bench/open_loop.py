@@ -198,15 +198,21 @@ def report(result: Step) -> None:
               " (each statement outside a transaction counts as one)")  # fmt: skip
 
 
-async def idle(bench: Bench, seconds: float) -> None:
-    """Print what the system spends doing nothing (consumers' fetches, timers), per process."""
-    before = cpu_by_pid(processes(bench))
-    await asyncio.sleep(seconds)
-    used = spent(before, cpu_by_pid(processes(bench)))
-    per_second = {name: value * 1000 / seconds for name, value in used.items()}
-    parts = ", ".join(f"{name} {value:.1f}" for name, value in
-                      sorted(per_second.items(), key=lambda kv: -kv[1]))  # fmt: skip
-    print(f"idle CPU over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
+async def idle(bench: Bench, watcher: Watcher, seconds: float) -> None:
+    """Print what the system spends doing nothing (consumers' fetches, timers), per process:
+    with the benchmark's consumer waiting on the broker, as in every step, and without it."""
+    for paused in (False, True):
+        if paused:
+            watcher.pause()
+        before = cpu_by_pid(processes(bench))
+        await asyncio.sleep(seconds)
+        used = spent(before, cpu_by_pid(processes(bench)))
+        per_second = {name: value * 1000 / seconds for name, value in used.items()}
+        parts = ", ".join(f"{name} {value:.1f}" for name, value in
+                          sorted(per_second.items(), key=lambda kv: -kv[1]))  # fmt: skip
+        label = "idle CPU, the benchmark's consumer paused," if paused else "idle CPU"
+        print(f"{label} over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
+    watcher.resume()
 
 
 async def measure(
@@ -220,7 +226,7 @@ async def measure(
         await watcher.start()
         warm = await step(bench, producer, watcher, rate=5, seconds=4, wait=180)
         print(f"warm-up: {warm.completed} runs (not counted); turns per thread: {turns}")
-        await idle(bench, 10)
+        await idle(bench, watcher, 10)
         results = []
         for rate in rates:
             results.append(await step(bench, producer, watcher, rate, seconds, wait, turns))

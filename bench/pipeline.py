@@ -70,6 +70,14 @@ class Watcher:
                     if future is not None and not future.done():
                         future.set_result((seen, kind == DONE))
 
+    def pause(self) -> None:
+        """Stop fetching (the consumer stays in its group): what the system spends without the
+        benchmark's consumer waiting on the broker."""
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(*self._consumer.assignment())
+
     async def stop(self) -> None:
         """Stop consuming and leave the group."""
         if self._task is not None:
