@@ -22,7 +22,7 @@ NOT_CONFIGURED = (
 )
 
 
-_PROXY_VARIABLES = (
+PROXY_VARIABLES = (
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",
@@ -30,6 +30,7 @@ _PROXY_VARIABLES = (
     "ALL_PROXY",
     "all_proxy",
 )
+"""The environment's proxy settings, which only the SDK's default (httpx) transport reads."""
 
 
 def _transport() -> dict[str, Any]:
@@ -39,7 +40,7 @@ def _transport() -> dict[str, Any]:
     through the SDK's default httpx transport (`bench.model_call`). Only the httpx transport
     reads proxies from the environment, so with one set the default stays.
     """
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return {}
     return {"http_client": openai.DefaultAioHttpClient()}
 

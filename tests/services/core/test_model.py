@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.core.embedded import free_port
-from services.core.model import ModelClient, ModelFailure
+from services.core.model import PROXY_VARIABLES, ModelClient, ModelFailure
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -43,40 +43,40 @@ async def hang_up() -> AsyncIterator[Listener]:
         yield listener
 
 
-async def test_an_endpoint_that_refuses_connections_fails_as_server_error_after_the_retries(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    port = free_port()  # nothing listens there
-    client = ModelClient(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=2, backoff=0.01
-    )
+
+
+async def _failure(base_url: str, retries: int) -> ModelFailure:
+    """How one call through the run-poller's client to `base_url` fails."""
+    client = ModelClient(base_url=base_url, api_key="k", max_retries=retries, backoff=0.01)
     try:
         with pytest.raises(ModelFailure) as failed:
             await client.complete(REQUEST)
     finally:
         await client.close()
-    assert failed.value.code == "server_error"
-    message = failed.value.message
-    assert message.startswith("The model endpoint failed: Cannot connect to host"), message
-    assert f"127.0.0.1:{port}" in message  # names where it tried
+    return failed.value
+
+
+async def test_an_endpoint_that_refuses_connections_fails_as_server_error_after_the_retries() -> (
+    None
+):
+    port = free_port()  # nothing listens there
+    failure = await _failure(f"http://127.0.0.1:{port}/v1", retries=2)
+    assert failure.code == "server_error"
+    assert failure.message.startswith("The model endpoint failed: Cannot connect to host"), (
+        failure.message
+    )
+    assert f"127.0.0.1:{port}" in failure.message  # names where it tried
 
 
 async def test_an_endpoint_that_hangs_up_is_tried_again_then_fails_as_server_error(
-    hang_up: Listener, monkeypatch: pytest.MonkeyPatch
+    hang_up: Listener,
 ) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    client = ModelClient(
-        base_url=f"http://127.0.0.1:{hang_up.port}/v1", api_key="k", max_retries=2, backoff=0.01
-    )
-    try:
-        with pytest.raises(ModelFailure) as failed:
-            await client.complete(REQUEST)
-    finally:
-        await client.close()
-    assert failed.value.code == "server_error"
+    failure = await _failure(f"http://127.0.0.1:{hang_up.port}/v1", retries=2)
+    assert failure.code == "server_error"
     assert hang_up.connections == 3  # the call and its two retries
     assert hang_up.first_lines == [b"POST /v1/chat/completions HTTP/1.1\r\n"] * 3
 
@@ -85,12 +85,5 @@ async def test_a_proxy_in_the_environment_carries_the_calls(
     hang_up: Listener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{hang_up.port}")
-    client = ModelClient(
-        base_url="http://provider.invalid/v1", api_key="k", max_retries=0, backoff=0.01
-    )
-    try:
-        with pytest.raises(ModelFailure):
-            await client.complete(REQUEST)
-    finally:
-        await client.close()
+    await _failure("http://provider.invalid/v1", retries=0)
     assert hang_up.first_lines == [b"POST http://provider.invalid/v1/chat/completions HTTP/1.1\r\n"]
