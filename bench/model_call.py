@@ -2,8 +2,8 @@
 
 The scripted model runs in a process of its own; this process makes `--calls` calls one after
 another through `services.core.model.ModelClient` (the run-poller's client) and measures its own
-CPU, first with the SDK's default httpx transport, then with its aiohttp transport (what the
-run-poller uses unless a proxy is set), alternating `--rounds` times so drift shows.
+CPU, first with the SDK's default httpx transport, then with its aiohttp transport (the
+run-poller's), alternating `--rounds` times so drift shows.
 
     .venv/bin/python -m bench.model_call --calls 2000 --rounds 3
 """

@@ -2,13 +2,13 @@
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import aiohttp
 import openai
 from opentelemetry.trace import SpanKind
 
@@ -22,37 +22,41 @@ NOT_CONFIGURED = (
 )
 
 
-PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-)
-"""The environment's proxy settings, which only the SDK's default (httpx) transport reads."""
+class _NotHTTP(Exception):
+    """The endpoint's answer to a call could not be read as HTTP. The SDK's aiohttp transport
+    passes aiohttp's error on (the httpx transport's reaches us as `APIConnectionError`); it is
+    caught around the request alone, so a retry never repeats a streamed delta."""
 
 
-def _transport() -> dict[str, Any]:
-    """The SDK's aiohttp transport, unless a proxy is set in the environment.
+def _said(exc: Exception) -> str:
+    """What went wrong, for the run's `last_error`: the SDK's words, as over its default httpx
+    transport. Over aiohttp the SDK calls a connection that could not be made "Request timed
+    out." (its transport maps aiohttp's connector error to a connect timeout), and an aiohttp
+    error the transport does not map (a response that is not HTTP) would name the endpoint's
+    URL; both read "Connection error.", as they do over httpx. The endpoint's address is the
+    operator's business: it goes to the log (`_detail`), not to API clients."""
+    if isinstance(exc, _NotHTTP) or any(
+        isinstance(e, aiohttp.ClientConnectorError) for e in _causes(exc)
+    ):
+        return "Connection error."
+    return str(exc)
 
-    A streamed call costs the run-poller 1.05-1.07 ms of CPU through aiohttp and 1.37-1.45 ms
-    through the SDK's default httpx transport (`bench.model_call`). Only the httpx transport
-    reads proxies from the environment, so with one set the default stays.
-    """
-    if any(os.environ.get(name) for name in PROXY_VARIABLES):
-        return {}
-    return {"http_client": openai.DefaultAioHttpClient()}
 
-
-def _reason(exc: openai.APIError) -> str:
-    """What went wrong. For a connection error, in the words of the HTTP transport under the
-    SDK (its cause), which name the host: the SDK's own say "Connection error." or, over aiohttp,
-    "Request timed out." for a refused connection."""
+def _detail(exc: Exception) -> str:
+    """What went wrong, for the operator's log: the HTTP transport's own words when the SDK
+    wrapped them (for a refused connection they name the host and port)."""
     cause = exc.__cause__
     if isinstance(exc, openai.APIConnectionError) and cause is not None and str(cause):
         return str(cause)
     return str(exc)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc.__cause__ is not None and len(chain) < 10:
+        exc = exc.__cause__
+        chain.append(exc)
+    return chain
 
 
 FailureCode = Literal["server_error", "rate_limit_exceeded", "invalid_prompt"]
@@ -105,7 +109,9 @@ class ModelClient:
             api_key=api_key or "unused",
             timeout=timeout,
             max_retries=0,
-            **_transport(),
+            # aiohttp under the SDK: a quarter less CPU a call than httpx (bench.model_call; figures
+            # in bench/RESULTS.md). It honours HTTP(S)_PROXY and NO_PROXY as httpx does.
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     def _clean(self, text: str) -> str:
@@ -155,6 +161,7 @@ class ModelClient:
                 openai.RateLimitError,
                 openai.InternalServerError,
                 openai.APIConnectionError,
+                _NotHTTP,
             ) as exc:
                 if attempt == self._retries:
                     code: FailureCode = (
@@ -162,12 +169,14 @@ class ModelClient:
                         if isinstance(exc, openai.RateLimitError)
                         else "server_error"
                     )
-                    failed = self._clean(f"The model endpoint failed: {_reason(exc)}")
+                    log.warning("model call failed (%s); no retry left",
+                                self._clean(_detail(exc)))  # fmt: skip
+                    failed = self._clean(f"The model endpoint failed: {_said(exc)}")
                     raise ModelFailure(code, failed) from exc
                 delay = self._backoff * 2**attempt
                 metrics.MODEL_ERRORS.labels(model, "retried").inc()
                 log.warning("model call failed (%s); retry %d in %.1fs",
-                            self._clean(_reason(exc)), attempt + 1, delay)  # fmt: skip
+                            self._clean(_detail(exc)), attempt + 1, delay)  # fmt: skip
                 await asyncio.sleep(delay)
             except openai.APIStatusError as exc:
                 refused: FailureCode = (
@@ -185,11 +194,14 @@ class ModelClient:
         result = Completion()
         calls: dict[int, dict[str, Any]] = {}
         body = {**request, "stream": True, "stream_options": {"include_usage": True}}
-        stream = await self._client.post(
-            "/chat/completions", body=body, cast_to=object, stream=True,
-            stream_cls=openai.AsyncStream[object],
-            options={"headers": tracing.http_headers() or {}},
-        )  # fmt: skip
+        try:
+            stream = await self._client.post(
+                "/chat/completions", body=body, cast_to=object, stream=True,
+                stream_cls=openai.AsyncStream[object],
+                options={"headers": tracing.http_headers() or {}},
+            )  # fmt: skip
+        except aiohttp.ClientError as exc:
+            raise _NotHTTP(str(exc)) from exc
         async with stream:
             async for chunk in stream:
                 if not isinstance(chunk, dict):

@@ -1,21 +1,26 @@
-"""The run-poller's model client over its HTTP transport: connection failures are retried and
-then fail the run as `server_error`; a proxy set in the environment is used."""
+"""The run-poller's model client over its HTTP transport (the SDK's aiohttp one): connection
+failures and answers that are not HTTP are retried, then fail the run as `server_error` in the
+SDK's words (the endpoint's address goes to the log only); proxies in the environment are used."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
 from services.core.embedded import free_port
-from services.core.model import PROXY_VARIABLES, ModelClient, ModelFailure
+from services.core.model import ModelClient, ModelFailure
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+           "NO_PROXY", "no_proxy")  # fmt: skip
 
 
 class Listener:
-    """A TCP server that reads what arrives, then closes the connection without answering."""
+    """A TCP server that reads a request's first line, sends `answer`, and hangs up."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
         self.connections = 0
         self.first_lines: list[bytes] = []
         self.port = 0
@@ -34,6 +39,8 @@ class Listener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.first_lines.append(await reader.readline())
+        writer.write(self.answer)
+        await writer.drain()
         writer.close()
 
 
@@ -45,7 +52,7 @@ async def hang_up() -> AsyncIterator[Listener]:
 
 @pytest.fixture(autouse=True)
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARIABLES:
+    for name in PROXIES:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -60,16 +67,22 @@ async def _failure(base_url: str, retries: int) -> ModelFailure:
     return failed.value
 
 
-async def test_an_endpoint_that_refuses_connections_fails_as_server_error_after_the_retries() -> (
-    None
-):
+def _retries_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
+
+
+async def test_an_endpoint_that_refuses_connections_fails_as_server_error_after_the_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port = free_port()  # nothing listens there
-    failure = await _failure(f"http://127.0.0.1:{port}/v1", retries=2)
+    with caplog.at_level(logging.WARNING, logger="services.core.model"):
+        failure = await _failure(f"http://127.0.0.1:{port}/v1", retries=2)
     assert failure.code == "server_error"
-    assert failure.message.startswith("The model endpoint failed: Cannot connect to host"), (
-        failure.message
-    )
-    assert f"127.0.0.1:{port}" in failure.message  # names where it tried
+    # The SDK's words over httpx (over aiohttp it would say "Request timed out."); no address.
+    assert failure.message == "The model endpoint failed: Connection error."
+    retries = _retries_logged(caplog)
+    assert len(retries) == 2
+    assert all(f"127.0.0.1:{port}" in line for line in retries)  # the operator sees where
 
 
 async def test_an_endpoint_that_hangs_up_is_tried_again_then_fails_as_server_error(
@@ -81,9 +94,21 @@ async def test_an_endpoint_that_hangs_up_is_tried_again_then_fails_as_server_err
     assert hang_up.first_lines == [b"POST /v1/chat/completions HTTP/1.1\r\n"] * 3
 
 
-async def test_a_proxy_in_the_environment_carries_the_calls(
-    hang_up: Listener, monkeypatch: pytest.MonkeyPatch
+async def test_an_answer_that_is_not_http_is_tried_again_then_fails_as_server_error() -> None:
+    async with Listener(answer=b"garbage, not http\r\n\r\n") as garbage:
+        failure = await _failure(f"http://127.0.0.1:{garbage.port}/v1", retries=2)
+    assert failure.code == "server_error"
+    assert garbage.connections == 3
+    assert failure.message == "The model endpoint failed: Connection error."
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no_proxy"])
+async def test_a_proxy_in_the_environment_carries_the_calls_unless_no_proxy_names_the_host(
+    hang_up: Listener, monkeypatch: pytest.MonkeyPatch, bypassed: bool
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{hang_up.port}")
+    if bypassed:
+        monkeypatch.setenv("NO_PROXY", "provider.invalid")
     await _failure("http://provider.invalid/v1", retries=0)
-    assert hang_up.first_lines == [b"POST http://provider.invalid/v1/chat/completions HTTP/1.1\r\n"]
+    expected = [b"POST http://provider.invalid/v1/chat/completions HTTP/1.1\r\n"]
+    assert hang_up.first_lines == ([] if bypassed else expected)
