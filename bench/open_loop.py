@@ -133,8 +133,8 @@ async def committed(dsn: str) -> int:
 async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate: float,
                seconds: float, wait: float, turns: int = 1) -> Step:  # fmt: skip
     """Offer `rate` runs a second for `seconds`, `turns` on each thread (event n goes to thread
-    n mod threads, so a thread's turns are `seconds / turns` apart); wait for the stragglers;
-    measure."""
+    n mod threads, so a thread's turns are about `seconds / turns` apart; when the events do not
+    divide by `turns`, some threads take one more); wait for the stragglers; measure."""
     result = Step(rate=rate)
     before = cpu_by_pid(processes(bench))
     own_before = cpu_seconds(os.getpid())
@@ -201,18 +201,20 @@ def report(result: Step) -> None:
 async def idle(bench: Bench, watcher: Watcher, seconds: float) -> None:
     """Print what the system spends doing nothing (consumers' fetches, timers), per process:
     with the benchmark's consumer waiting on the broker, as in every step, and without it."""
-    for paused in (False, True):
-        if paused:
-            watcher.pause()
-        before = cpu_by_pid(processes(bench))
-        await asyncio.sleep(seconds)
-        used = spent(before, cpu_by_pid(processes(bench)))
-        per_second = {name: value * 1000 / seconds for name, value in used.items()}
-        parts = ", ".join(f"{name} {value:.1f}" for name, value in
-                          sorted(per_second.items(), key=lambda kv: -kv[1]))  # fmt: skip
-        label = "idle CPU, the benchmark's consumer paused," if paused else "idle CPU"
-        print(f"{label} over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
-    watcher.resume()
+    try:
+        for paused in (False, True):
+            if paused:
+                watcher.pause()
+            before = cpu_by_pid(processes(bench))
+            await asyncio.sleep(seconds)
+            used = spent(before, cpu_by_pid(processes(bench)))
+            per_second = {name: value * 1000 / seconds for name, value in used.items()}
+            parts = ", ".join(f"{name} {value:.1f}" for name, value in
+                              sorted(per_second.items(), key=lambda kv: -kv[1]))  # fmt: skip
+            label = "idle CPU, the benchmark's consumer paused," if paused else "idle CPU"
+            print(f"{label} over {seconds:g} s: {sum(per_second.values()):.1f} ms/s ({parts})")
+    finally:
+        watcher.resume()
 
 
 async def measure(

@@ -28,6 +28,7 @@ async def test_a_thread_created_while_the_intake_waited_is_found_not_created_aga
     first = await db.connect(system.infra.database_url)
     second = await db.connect(system.infra.database_url)
     third = await db.connect(system.infra.database_url)
+    cleanup: list[asyncio.Task[tuple[str, list[str], bool]]] = []
     try:
         opened = first.transaction()
         await opened.start()
@@ -46,6 +47,7 @@ async def test_a_thread_created_while_the_intake_waited_is_found_not_created_aga
                 return found.id, kinds, free == []
 
         racing = asyncio.create_task(the_second_intake())
+        cleanup.append(racing)
         waiting_pid = second.get_server_pid()
         for _ in range(200):  # the second insert waits for the first transaction
             if await _waiting_on_a_lock(third, waiting_pid):
@@ -64,6 +66,9 @@ async def test_a_thread_created_while_the_intake_waited_is_found_not_created_aga
         rows = await first.fetchval("SELECT count(*) FROM threads WHERE id = $1", thread_id)
         assert rows == 1
     finally:
+        for task in cleanup:  # a failed assertion above leaves it waiting
+            task.cancel()
+        await asyncio.gather(*cleanup, return_exceptions=True)
         await first.execute("DELETE FROM threads WHERE id = $1", thread_id)
         await first.close()
         await second.close()
