@@ -9,6 +9,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import httpx2
 import openai
 from opentelemetry.trace import SpanKind
 
@@ -22,10 +23,11 @@ NOT_CONFIGURED = (
 )
 
 
-class _NotHTTP(Exception):
-    """The endpoint's answer to a call could not be read as HTTP. The SDK's aiohttp transport
-    passes aiohttp's error on (the httpx transport's reaches us as `APIConnectionError`); it is
-    caught around the request alone, so a retry never repeats a streamed delta."""
+class _Unread(Exception):
+    """The endpoint's answer could not be read, and nothing of it has streamed, so asking again
+    repeats nothing: an answer that is not HTTP (the SDK's aiohttp transport passes aiohttp's
+    error on, where the httpx transport's reaches us as `APIConnectionError`), or a stream cut
+    off before its first text."""
 
 
 def _said(exc: Exception) -> str:
@@ -35,7 +37,7 @@ def _said(exc: Exception) -> str:
     error the transport does not map (a response that is not HTTP) would name the endpoint's
     URL; both read "Connection error.", as they do over httpx. The endpoint's address is the
     operator's business: it goes to the log (`_detail`), not to API clients."""
-    if isinstance(exc, _NotHTTP) or any(
+    if isinstance(exc, _Unread) or any(
         isinstance(e, aiohttp.ClientConnectorError) for e in _causes(exc)
     ):
         return "Connection error."
@@ -161,7 +163,7 @@ class ModelClient:
                 openai.RateLimitError,
                 openai.InternalServerError,
                 openai.APIConnectionError,
-                _NotHTTP,
+                _Unread,
             ) as exc:
                 if attempt == self._retries:
                     code: FailureCode = (
@@ -201,33 +203,55 @@ class ModelClient:
                 options={"headers": tracing.http_headers() or {}},
             )  # fmt: skip
         except aiohttp.ClientError as exc:
-            raise _NotHTTP(str(exc)) from exc
+            raise _Unread(str(exc)) from exc
         async with stream:
-            async for chunk in stream:
-                if not isinstance(chunk, dict):
-                    continue
-                usage = chunk.get("usage")
-                if usage:
-                    result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    result.completion_tokens = int(usage.get("completion_tokens") or 0)
-                for choice in chunk.get("choices") or ():
-                    if choice.get("finish_reason"):
-                        result.finish_reason = choice["finish_reason"]
-                    delta = choice.get("delta") or {}
-                    if content := delta.get("content"):
-                        result.text += content
-                        if on_delta is not None:
-                            await on_delta(content)
-                    for call in delta.get("tool_calls") or ():
-                        slot = calls.setdefault(
-                            int(call.get("index") or 0), {"id": None, "name": "", "arguments": ""}
-                        )
-                        if call.get("id"):
-                            slot["id"] = call["id"]
-                        if function := call.get("function"):
-                            slot["name"] += function.get("name") or ""
-                            slot["arguments"] += function.get("arguments") or ""
+            try:
+                await self._read(stream, result, calls, on_delta)
+            except (httpx2.TransportError, openai.APIError) as exc:
+                # The connection lost, or an `error` event, mid-stream.
+                if not result.text:
+                    raise _Unread(str(exc)) from exc
+                # Text already went out as deltas: asking again would repeat it. The run fails,
+                # its reply incomplete with the text so far, as the hosted API's would.
+                log.warning("model stream cut off mid-answer (%s)", self._clean(_detail(exc)))
+                said = _said(exc)
+                raise ModelFailure(
+                    "server_error", self._clean(f"The model endpoint failed mid-answer: {said}")
+                ) from exc
         result.tool_calls = [calls[i] for i in sorted(calls)]
         if not result.completion_tokens:
             result.completion_tokens = max(1, len(result.text) // 4) if result.text else 0
         return result
+
+    async def _read(
+        self,
+        stream: "openai.AsyncStream[object]",
+        result: Completion,
+        calls: dict[int, dict[str, Any]],
+        on_delta: OnDelta | None,
+    ) -> None:
+        """Fold the stream's chunks into `result` and `calls`, passing text on as it comes."""
+        async for chunk in stream:
+            if not isinstance(chunk, dict):
+                continue
+            usage = chunk.get("usage")
+            if usage:
+                result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                result.completion_tokens = int(usage.get("completion_tokens") or 0)
+            for choice in chunk.get("choices") or ():
+                if choice.get("finish_reason"):
+                    result.finish_reason = choice["finish_reason"]
+                delta = choice.get("delta") or {}
+                if content := delta.get("content"):
+                    result.text += content
+                    if on_delta is not None:
+                        await on_delta(content)
+                for call in delta.get("tool_calls") or ():
+                    slot = calls.setdefault(
+                        int(call.get("index") or 0), {"id": None, "name": "", "arguments": ""}
+                    )
+                    if call.get("id"):
+                        slot["id"] = call["id"]
+                    if function := call.get("function"):
+                        slot["name"] += function.get("name") or ""
+                        slot["arguments"] += function.get("arguments") or ""

@@ -68,6 +68,7 @@ class Rule(BaseModel):
     error_message: str | None = None
     finish_reason: str | None = None
     times: int | None = None
+    cut_after: int | None = None  # hang up mid-stream before the chunk with text number N + 1
     _used: int = PrivateAttr(default=0)
 
 
@@ -210,6 +211,7 @@ class ScriptedModelServer:
         error_message: str | None = None,
         finish_reason: str | None = None,
         times: int | None = None,
+        cut_after: int | None = None,
     ) -> None:
         """Append a rule (see the module docstring); the arguments are the fields of `Rule`."""
         self.add_rule(Rule(**{k: v for k, v in locals().items() if k != "self"}))
@@ -346,10 +348,14 @@ class ScriptedModelServer:
 
         async def events() -> AsyncIterator[str]:
             await asyncio.sleep(rule.delay_s)
-            stamped = False
+            stamped, texts = False, 0
             for n, delta in enumerate(_deltas(reply, calls)):
                 if n and rule.chunk_delay_s:
                     await asyncio.sleep(rule.chunk_delay_s)
+                if delta.get("content"):
+                    if texts == rule.cut_after:  # after the chunks before it went out
+                        raise ConnectionAbortedError("scripted: the stream is cut off")
+                    texts += 1
                 if not stamped and (delta.get("content") or delta.get("tool_calls")):
                     # When the first token left (not the role-only chunk before it), for
                     # latency benchmarks.

@@ -1,6 +1,7 @@
 """The run-poller's model client over its HTTP transport (the SDK's aiohttp one): connection
-failures and answers that are not HTTP are retried, then fail the run as `server_error` in the
-SDK's words (the endpoint's address goes to the log only); proxies in the environment are used."""
+failures, answers that are not HTTP and streams cut off before their first text are retried,
+then fail the run as `server_error` in the SDK's words (the endpoint's address goes to the log
+only); a stream cut off mid-answer fails at once; proxies in the environment are used."""
 
 import asyncio
 import logging
@@ -10,6 +11,7 @@ import pytest
 
 from services.core.embedded import free_port
 from services.core.model import ModelClient, ModelFailure
+from tests.fakes.model_server import ScriptedModelServer
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
@@ -112,3 +114,31 @@ async def test_a_proxy_in_the_environment_carries_the_calls_unless_no_proxy_name
     await _failure("http://provider.invalid/v1", retries=0)
     expected = [b"POST http://provider.invalid/v1/chat/completions HTTP/1.1\r\n"]
     assert hang_up.first_lines == ([] if bypassed else expected)
+
+
+@pytest.mark.parametrize("texts", [0, 2], ids=["before_any_text", "mid_answer"])
+async def test_a_stream_cut_off_is_asked_again_only_before_its_first_text(texts: int) -> None:
+    with ScriptedModelServer() as model:
+        # A chunk every 20 ms: what went out before the cut has reached the client.
+        model.script("hi", reply="one two three four", chunk_delay_s=0.02, cut_after=texts)
+        client = ModelClient(base_url=model.base_url, api_key="k", max_retries=2, backoff=0.01)
+        streamed: list[str] = []
+
+        async def on_delta(text: str) -> None:
+            streamed.append(text)
+
+        try:
+            with pytest.raises(ModelFailure) as failed:
+                await client.complete(REQUEST, on_delta)
+        finally:
+            await client.close()
+        asked = len(model.requests)
+    assert failed.value.code == "server_error"
+    if texts:  # text went out: asking again would repeat it
+        assert failed.value.message.startswith("The model endpoint failed mid-answer: ")
+        assert streamed == ["one ", "two "]
+        assert asked == 1
+    else:
+        assert failed.value.message == "The model endpoint failed: Connection error."
+        assert streamed == []
+        assert asked == 3  # the call and its two retries
