@@ -9,7 +9,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx2
 import openai
 from opentelemetry.trace import SpanKind
 
@@ -27,24 +26,26 @@ class _Unread(Exception):
     """The endpoint's answer could not be read, and nothing of it has streamed, so asking again
     repeats nothing: an answer that is not HTTP (the SDK's aiohttp transport passes aiohttp's
     error on, where the httpx transport's reaches us as `APIConnectionError`), or a stream cut
-    off before its first text."""
+    off, or ended by an `error` event, before its first text."""
 
 
-def _said(exc: Exception) -> str:
+def _said(exc: BaseException) -> str:
     """What went wrong, for the run's `last_error`: the SDK's words, as over its default httpx
     transport. Over aiohttp the SDK calls a connection that could not be made "Request timed
     out." (its transport maps aiohttp's connector error to a connect timeout), and an aiohttp
     error the transport does not map (a response that is not HTTP) would name the endpoint's
     URL; both read "Connection error.", as they do over httpx. The endpoint's address is the
     operator's business: it goes to the log (`_detail`), not to API clients."""
-    if isinstance(exc, _Unread) or any(
+    if isinstance(exc, _Unread) and exc.__cause__ is not None:
+        exc = exc.__cause__  # what was asked again for
+    if isinstance(exc, aiohttp.ClientError) or any(
         isinstance(e, aiohttp.ClientConnectorError) for e in _causes(exc)
     ):
         return "Connection error."
     return str(exc)
 
 
-def _detail(exc: Exception) -> str:
+def _detail(exc: BaseException) -> str:
     """What went wrong, for the operator's log: the HTTP transport's own words when the SDK
     wrapped them (for a refused connection they name the host and port)."""
     cause = exc.__cause__
@@ -203,21 +204,24 @@ class ModelClient:
                 options={"headers": tracing.http_headers() or {}},
             )  # fmt: skip
         except aiohttp.ClientError as exc:
-            raise _Unread(str(exc)) from exc
+            raise _Unread(_detail(exc)) from exc
         async with stream:
             try:
                 await self._read(stream, result, calls, on_delta)
-            except (httpx2.TransportError, openai.APIError) as exc:
-                # The connection lost, or an `error` event, mid-stream.
+            except openai.APIError as exc:
+                # Cut off mid-stream: the connection lost or timed out (the SDK raises
+                # `APIConnectionError`), or an `error` event.
                 if not result.text:
-                    raise _Unread(str(exc)) from exc
-                # Text already went out as deltas: asking again would repeat it. The run fails,
-                # its reply incomplete with the text so far, as the hosted API's would.
+                    raise _Unread(_detail(exc)) from exc
                 log.warning("model stream cut off mid-answer (%s)", self._clean(_detail(exc)))
-                said = _said(exc)
-                raise ModelFailure(
-                    "server_error", self._clean(f"The model endpoint failed mid-answer: {said}")
-                ) from exc
+                if result.finish_reason is None:
+                    # Text already went out as deltas: asking again would repeat it. The run
+                    # fails, its reply incomplete with the text so far, as the hosted API's.
+                    said = _said(exc)
+                    raise ModelFailure(
+                        "server_error", self._clean(f"The model endpoint failed mid-answer: {said}")
+                    ) from exc
+                # The answer had ended (its finish reason came); only usage or [DONE] is lost.
         result.tool_calls = [calls[i] for i in sorted(calls)]
         if not result.completion_tokens:
             result.completion_tokens = max(1, len(result.text) // 4) if result.text else 0

@@ -249,7 +249,10 @@ class ReplyWriter:
         )  # fmt: skip
 
     async def abandon_in(self, conn: asyncpg.Connection, reason: str) -> None:
-        """The run ends without this reply finishing: the message becomes `incomplete`."""
+        """The run ends without this reply finishing: the message becomes `incomplete`, with
+        the text so far (opened here when the model's text came faster than the first write)."""
+        if not self.opened and self.text:
+            await self.open_in(conn)
         if self.message is None:
             return
         await self.flush_in(conn)

@@ -68,7 +68,8 @@ class Rule(BaseModel):
     error_message: str | None = None
     finish_reason: str | None = None
     times: int | None = None
-    cut_after: int | None = None  # hang up mid-stream before the chunk with text number N + 1
+    cut_after: int | None = None  # hang up before text chunk N + 1 (or, after the last, its end)
+    stream_error: str | None = None  # at the cut, send an `error` event with this message
     _used: int = PrivateAttr(default=0)
 
 
@@ -212,6 +213,7 @@ class ScriptedModelServer:
         finish_reason: str | None = None,
         times: int | None = None,
         cut_after: int | None = None,
+        stream_error: str | None = None,
     ) -> None:
         """Append a rule (see the module docstring); the arguments are the fields of `Rule`."""
         self.add_rule(Rule(**{k: v for k, v in locals().items() if k != "self"}))
@@ -353,6 +355,10 @@ class ScriptedModelServer:
                 if n and rule.chunk_delay_s:
                     await asyncio.sleep(rule.chunk_delay_s)
                 if delta.get("content"):
+                    if texts == rule.cut_after and rule.stream_error is not None:
+                        error = {"message": rule.stream_error, "type": "server_error"}
+                        yield f"data: {json.dumps({'error': error})}\n\n"
+                        return
                     if texts == rule.cut_after:  # after the chunks before it went out
                         raise ConnectionAbortedError("scripted: the stream is cut off")
                     texts += 1
@@ -364,6 +370,8 @@ class ScriptedModelServer:
                         self.first_token_at[last_input_text(body)] = time.monotonic()
                 yield event(one(delta))
             yield event(one({}, finish))
+            if rule.cut_after is not None and texts == rule.cut_after:  # all text and the finish
+                raise ConnectionAbortedError("scripted: the stream is cut off before its usage")
             if include_usage:
                 yield event([], usage)
             yield "data: [DONE]\n\n"

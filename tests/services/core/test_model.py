@@ -58,12 +58,17 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-async def _failure(base_url: str, retries: int) -> ModelFailure:
-    """How one call through the run-poller's client to `base_url` fails."""
+async def _failure(base_url: str, retries: int, out: list[str] | None = None) -> ModelFailure:
+    """How one call through the run-poller's client to `base_url` fails (its text into `out`)."""
     client = ModelClient(base_url=base_url, api_key="k", max_retries=retries, backoff=0.01)
+
+    async def on_delta(text: str) -> None:
+        if out is not None:
+            out.append(text)
+
     try:
         with pytest.raises(ModelFailure) as failed:
-            await client.complete(REQUEST)
+            await client.complete(REQUEST, on_delta)
     finally:
         await client.close()
     return failed.value
@@ -116,29 +121,42 @@ async def test_a_proxy_in_the_environment_carries_the_calls_unless_no_proxy_name
     assert hang_up.first_lines == ([] if bypassed else expected)
 
 
-@pytest.mark.parametrize("texts", [0, 2], ids=["before_any_text", "mid_answer"])
-async def test_a_stream_cut_off_is_asked_again_only_before_its_first_text(texts: int) -> None:
+CUTS = [  # where the stream ends, how; calls made, text streamed, the failure's message
+    (0, None, 3, "", "The model endpoint failed: Connection error."),
+    (2, None, 1, "one two ", "The model endpoint failed mid-answer: Connection error."),
+    (0, "overloaded", 3, "", "The model endpoint failed: overloaded"),
+    (2, "overloaded", 1, "one two ", "The model endpoint failed mid-answer: overloaded"),
+]
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "asked", "streamed", "message"),
+    CUTS,
+    ids=["cut_before_text", "cut_mid_answer", "error_event_before_text", "error_event_mid_answer"],
+)
+async def test_a_stream_cut_off_is_asked_again_only_before_its_first_text(
+    texts: int, error: str | None, asked: int, streamed: str, message: str
+) -> None:
     with ScriptedModelServer() as model:
         # A chunk every 20 ms: what went out before the cut has reached the client.
-        model.script("hi", reply="one two three four", chunk_delay_s=0.02, cut_after=texts)
+        model.script("hi", reply="one two three four", chunk_delay_s=0.02, cut_after=texts,
+                     stream_error=error)  # fmt: skip
+        out: list[str] = []
+        failure = await _failure(model.base_url, retries=2, out=out)
+        assert len(model.requests) == asked  # text out: asking again would repeat it
+    assert failure.code == "server_error"
+    assert failure.message == message
+    assert "".join(out) == streamed
+
+
+async def test_a_stream_cut_off_after_its_finish_reason_is_a_whole_answer() -> None:
+    with ScriptedModelServer() as model:
+        model.script("hi", reply="one two three four", chunk_delay_s=0.02, cut_after=4)
         client = ModelClient(base_url=model.base_url, api_key="k", max_retries=2, backoff=0.01)
-        streamed: list[str] = []
-
-        async def on_delta(text: str) -> None:
-            streamed.append(text)
-
         try:
-            with pytest.raises(ModelFailure) as failed:
-                await client.complete(REQUEST, on_delta)
+            completion = await client.complete(REQUEST)
         finally:
             await client.close()
-        asked = len(model.requests)
-    assert failed.value.code == "server_error"
-    if texts:  # text went out: asking again would repeat it
-        assert failed.value.message.startswith("The model endpoint failed mid-answer: ")
-        assert streamed == ["one ", "two "]
-        assert asked == 1
-    else:
-        assert failed.value.message == "The model endpoint failed: Connection error."
-        assert streamed == []
-        assert asked == 3  # the call and its two retries
+        assert len(model.requests) == 1
+    assert completion.text == "one two three four"
+    assert completion.finish_reason == "stop"
