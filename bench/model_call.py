@@ -15,11 +15,10 @@ import sys
 import time
 from collections.abc import Iterator
 
-import httpx
 import openai
 
 from services.core import eventloop
-from services.core.embedded import free_port
+from services.core.embedded import free_port, wait_for_port
 from services.core.model import ModelClient
 
 REQUEST = {"model": "bench", "messages": [{"role": "user", "content": "hello there"}]}
@@ -33,17 +32,8 @@ def model_server() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        base_url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the scripted model did not start") from None
-                time.sleep(0.1)
-        yield base_url
+        wait_for_port(port, 20, server, "the scripted model")
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -59,7 +59,8 @@ def _ephemeral_low() -> int:
         return 49_152
 
 
-def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until something listens on `port` (loopback); raise if `proc` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -148,7 +149,7 @@ class EmbeddedPostgres:
                  "-p", str(self.port), "-k", str(self.data_dir)],
                 user=user, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
-        _wait_for_port(self.port, 60, self._proc, "postgres")
+        wait_for_port(self.port, 60, self._proc, "postgres")
         self._create_database(bin_dir, user)
         return self.dsn
 
@@ -230,7 +231,7 @@ class EmbeddedKafka:
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]
-        _wait_for_port(self.port, 30, self._proc, "tansu")
+        wait_for_port(self.port, 30, self._proc, "tansu")
         return self.bootstrap
 
     def stop(self) -> None:
