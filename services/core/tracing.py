@@ -32,6 +32,10 @@ ENABLED = (
 """Whether this process exports traces (read once, at import)."""
 
 HEADER = "traceparent"
+BATCH_LINKS = 500
+"""Links a span keeps (`OTEL_SPAN_LINK_COUNT_LIMIT` overrides): as many as the largest batch a
+consumer takes (the archiver's, 500 records), so a batch's span links every trace it carries;
+the SDK's default, 128, dropped the rest."""
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None
 
@@ -43,11 +47,14 @@ def configure(service: str) -> None:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = os.environ.get("OTEL_SERVICE_NAME") or f"threadbus-{service}"
-    _provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    links = int(os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT") or BATCH_LINKS)
+    _provider = TracerProvider(
+        resource=Resource.create({"service.name": name}), span_limits=SpanLimits(max_links=links)
+    )
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracer = _provider.get_tracer("threadbus")
 
@@ -119,18 +126,19 @@ def consumer_span(topic: str, headers: Sequence[tuple[str, bytes]] | None) -> An
 
 
 def batch_span(topic: str, batch: Sequence[Sequence[tuple[str, bytes]] | None]) -> Any:
-    """The span of handling a batch of records: a root of its own, linked to the trace of
-    every record that carried one (a batch mixes many runs' events)."""
+    """The span of handling a batch of records: a root of its own, linked once to each trace
+    its records carried (a batch mixes many runs' events, a dozen or so of each run's trace;
+    a span keeps 128 links, so one per record lost the traces of a large batch's later runs)."""
     if not ENABLED:
         return span("")
-    links = []
+    links: dict[int, trace.Link] = {}
     for headers in batch:
         if (parent := from_headers(headers)) is not None:
             remote = trace.get_current_span(_parent(parent)).get_span_context()
-            links.append(trace.Link(remote))
+            links.setdefault(remote.trace_id, trace.Link(remote))
     return _tracer.start_as_current_span(
         f"{topic} process", context=context.Context(), kind=trace.SpanKind.CONSUMER,
-        links=links, attributes={"messaging.system": "kafka",
+        links=list(links.values()), attributes={"messaging.system": "kafka",
                                  "messaging.destination.name": topic,
                                  "messaging.batch.message_count": len(batch)},
     )  # fmt: skip

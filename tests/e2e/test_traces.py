@@ -5,9 +5,12 @@ import asyncio
 import secrets
 from collections import Counter
 
+import pytest
 from openai import OpenAI
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 
+from schemas import topics
+from services.core import outbox
 from tests.e2e.test_function_tools import call, function_tool, wait_for_handlers
 from tests.e2e.test_kafka_front_door import new_thread_id
 from tests.fakes.collector import Collector, Span
@@ -126,3 +129,35 @@ def test_an_inbound_event_continues_the_trace_its_producer_sent(
                                    if s.service == "threadbus-message-archiver"
                                    and trace_id in s.links], timeout=20)  # fmt: skip
     assert archived[0].name == "threadbus.events process"
+
+
+@pytest.mark.usefixtures("system")  # the archiver runs
+def test_an_archived_batch_links_every_trace_it_carries(
+    tap: KafkaTap, collector: Collector
+) -> None:
+    # More events at once than a span kept links by default (128), each of its own trace,
+    # on one thread (one partition), so the archiver takes them in one or two batches.
+    thread_id = new_thread_id()
+    callers = [_caller() for _ in range(300)]
+    tap.publish_many([
+        (outbox.event("thread.message.delta", thread_id,
+                      {"id": f"msg_{n}", "object": "thread.message.delta", "delta": {}}, None),
+         thread_id, {"traceparent": traceparent})
+        for n, (_, _, traceparent) in enumerate(callers)
+    ], topic=topics.EVENTS)  # fmt: skip
+    wanted = {trace_id for trace_id, _, _ in callers}
+
+    def linked() -> list[Span]:
+        return [s for s in collector.spans() if s.service == "threadbus-message-archiver"
+                and wanted & set(s.links)]  # fmt: skip
+
+    def all_linked() -> bool:
+        return wanted <= {link for span in linked() for link in span.links}
+
+    try:
+        wait_until(all_linked, timeout=20)
+    except TimeoutError:
+        seen = {link for span in linked() for link in span.links}
+        raise AssertionError(f"{len(wanted - seen)} of 300 traces not linked") from None
+    # The case the test is for happened: a batch carried more than 128 of them.
+    assert max(len(wanted & set(span.links)) for span in linked()) > 128
