@@ -10,14 +10,17 @@ import asyncpg
 from pydantic import ValidationError
 
 from schemas import topics
+from schemas.assistants import Assistant
 from schemas.events import INBOUND, CancelRun, DeadLetter, SubmitToolOutputs, UserMessage
 from schemas.requests import MessageCreate, RunOptions
 from services.core import cancel, db, metrics, outbox, projects, toolflow
-from services.core.errors import InvalidRequest, ThreadbusError
+from services.core.errors import InvalidRequest, NotFound, ThreadbusError
 from services.core.ids import new_id
 from services.core.store import assistants, messages, runs, threads
 
 log = logging.getLogger(__name__)
+
+InboundEvent = UserMessage | SubmitToolOutputs | CancelRun
 
 CONSUMER = topics.GROUP_RUN_STARTER
 
@@ -41,7 +44,7 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         payload, problem = None, f"the record is not JSON: {exc}"
     event_id, source = _identity(payload)
-    event: UserMessage | SubmitToolOutputs | CancelRun | None = None
+    event: InboundEvent | None = None
     if problem is None:
         try:
             event = INBOUND.validate_python(payload)
@@ -52,9 +55,10 @@ async def accept(pool: asyncpg.Pool, record: Record, *, expires_seconds: int) ->
         if event is not None:
             try:
                 async with conn.transaction():
-                    if not await _first_time_in_project(conn, source, event_id, event.project):
+                    first, assistant = await _first_time_in_project(conn, source, event_id, event)
+                    if not first:
                         return "duplicate"
-                    await _apply(conn, event, expires_seconds)
+                    await _apply(conn, event, expires_seconds, assistant)
                     return "accepted"
             except ThreadbusError as err:
                 problem, code = err.message, err.code or "invalid_request"
@@ -94,35 +98,52 @@ async def _first_time(conn: asyncpg.Connection, source: str, event_id: str) -> b
 
 
 async def _first_time_in_project(
-    conn: asyncpg.Connection, source: str, event_id: str | None, name: str | None
-) -> bool:
+    conn: asyncpg.Connection, source: str, event_id: str | None, event: InboundEvent
+) -> tuple[bool, Assistant | None]:
     """Record the event as seen (False: seen before) and scope the transaction to its project,
     as an API request with its key would be (another project's thread or assistant is not
-    there); one statement for both."""
-    project = name or projects.DEFAULT_NAME
+    there), and read a user message's assistant in that project: one statement for all three.
+
+    The assistant is None for other events; NotFound is raised for a first-seen message whose
+    assistant is not in the project.
+    """
+    project = event.project or projects.DEFAULT_NAME
+    assistant_id = event.data.assistant_id if isinstance(event, UserMessage) else None
     if event_id is None:
         first, scoped = True, await projects.act_in(conn, project)
+        row = None
     else:
         row = await conn.fetchrow(
-            f"WITH seen AS ({_SEEN})"
-            " SELECT EXISTS (SELECT 1 FROM seen) AS first, (SELECT set_config("
-            "'threadbus.project', id, true) FROM projects WHERE name = $4) IS NOT NULL AS scoped",
-            CONSUMER, source, event_id, project,
+            f"WITH seen AS ({_SEEN}), project AS (SELECT id FROM projects WHERE name = $4)"
+            " SELECT EXISTS (SELECT 1 FROM seen) AS seen_first, (SELECT set_config("
+            "'threadbus.project', id, true) FROM project) IS NOT NULL AS seen_scoped, a.*"
+            " FROM (VALUES (1)) AS one LEFT JOIN assistants a"
+            " ON a.id = $5 AND a.project_id = (SELECT id FROM project)",
+            CONSUMER, source, event_id, project, assistant_id,
         )  # fmt: skip
-        first, scoped = row["first"], row["scoped"]
+        first, scoped = row["seen_first"], row["seen_scoped"]
     if first and not scoped:
-        raise InvalidRequest(f"No project named {name!r}.", param="project")
-    return bool(first)
+        raise InvalidRequest(f"No project named {event.project!r}.", param="project")
+    if not first or assistant_id is None:
+        return bool(first), None
+    if row is None:  # an event without an id: scoped above, read the assistant apart
+        return True, await assistants.get(conn, assistant_id)
+    found = {k: v for k, v in row.items() if k not in ("seen_first", "seen_scoped")}
+    if found["id"] is None:
+        raise NotFound.of("assistant", assistant_id)
+    return True, assistants.render(found)
 
 
 async def _apply(
     conn: asyncpg.Connection,
-    event: UserMessage | SubmitToolOutputs | CancelRun,
+    event: InboundEvent,
     expires_seconds: int,
+    assistant: Assistant | None,
 ) -> None:
     match event:
         case UserMessage():
-            await _user_message(conn, event, expires_seconds)
+            assert assistant is not None  # read with the event's first sight
+            await _user_message(conn, event, assistant, expires_seconds)
         case SubmitToolOutputs():
             await threads.get(conn, event.subject)  # NotFound for another project's
             data = event.data
@@ -139,9 +160,10 @@ async def _apply(
             assert_never(event)
 
 
-async def _user_message(conn: asyncpg.Connection, event: UserMessage, expires_seconds: int) -> None:
+async def _user_message(
+    conn: asyncpg.Connection, event: UserMessage, assistant: Assistant, expires_seconds: int
+) -> None:
     data = event.data
-    assistant = await assistants.get(conn, data.assistant_id)
     thread = await threads.ensure(conn, event.subject, cause=event.id)
     body = MessageCreate(
         role="user", content=data.content, attachments=data.attachments, metadata=data.metadata
