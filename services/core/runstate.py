@@ -155,6 +155,9 @@ class Claim:
     tool_turns: bool = True
     """The thread had a finished tool step when claimed (else the model's context has no tool
     turns to read, unless resuming an open step finishes one)."""
+    thread_messages: list[dict[str, Any]] | None = None
+    """The thread's message rows in order, read by the claim unless a step is open (resuming it
+    may change what the turn must read): the turn's timeline needs no statement of its own."""
 
 
 async def claim(
@@ -186,7 +189,10 @@ async def claim(
         " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
         " AS open_step,"
         " EXISTS (SELECT 1 FROM run_steps WHERE thread_id = r.thread_id"
-        " AND type = 'tool_calls' AND status = 'completed') AS tool_turns",
+        " AND type = 'tool_calls' AND status = 'completed') AS tool_turns,"
+        " CASE WHEN NOT EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id"
+        " AND status = 'in_progress') THEN (SELECT coalesce(json_agg(m ORDER BY m.seq), '[]')"
+        " FROM messages m WHERE m.thread_id = r.thread_id) END AS thread_messages",
         run_id,
         owner,
         token,
@@ -196,7 +202,7 @@ async def claim(
         return None
     values = dict(row)
     steps_taken, open_step = values.pop("steps_taken"), values.pop("open_step")
-    tool_turns = values.pop("tool_turns")
+    tool_turns, thread_messages = values.pop("tool_turns"), values.pop("thread_messages")
     db.on_commit(conn, functools.partial(_claimed, values))
     return Claim(
         lease=Lease(
@@ -213,6 +219,7 @@ async def claim(
         spent=dict(values["spent"]),
         open_step=bool(open_step),
         tool_turns=bool(tool_turns),
+        thread_messages=thread_messages,
     )
 
 

@@ -24,16 +24,23 @@ TimelineItem = Message | ToolTurn
 
 
 async def timeline(
-    conn: asyncpg.Connection, thread_id: str, tool_turns: bool = True
+    conn: asyncpg.Connection,
+    thread_id: str,
+    tool_turns: bool = True,
+    rows: list[dict[str, Any]] | None = None,
 ) -> list[TimelineItem]:
     """The thread's messages and completed tool steps, in the order they happened; without
-    `tool_turns` (the claim found none), the messages alone, one statement fewer."""
+    `tool_turns` (the claim found none), the messages alone, one statement fewer; with the
+    message `rows` the claim read, none for them."""
     items: list[tuple[int, TimelineItem]] = []
     if tool_turns:
         turns = await toolcalls.of_thread(conn, thread_id)
         items += [(seq, ToolTurn(calls)) for seq, calls in turns]
-    rows = await conn.fetch("SELECT * FROM messages WHERE thread_id = $1", thread_id)
-    items += [(r["seq"], messages.render(dict(r))) for r in rows]
+    if rows is None:
+        rows = [dict(r) for r in await conn.fetch(
+            "SELECT * FROM messages WHERE thread_id = $1", thread_id
+        )]  # fmt: skip
+    items += [(r["seq"], messages.render(r)) for r in rows]
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 

@@ -280,7 +280,8 @@ class Engine:
                         await records.park(conn, lease, self._settings.tool_wait_seconds)
                         return
                     existing = await records.open_reply(conn, run)
-            items = await timeline(conn, run.thread_id, claim.tool_turns or claim.open_step)
+            items = await timeline(conn, run.thread_id, claim.tool_turns or claim.open_step,
+                                   claim.thread_messages)  # fmt: skip
         if any(tool.type == "file_search" for tool in run.tools):
             problem = await knowledge.wait_until_searchable(
                 self._pool, run, self._settings.file_search_wait_seconds
