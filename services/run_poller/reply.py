@@ -118,26 +118,21 @@ class ReplyWriter:
         """Write the step and the empty message, with their four events."""
         if self.opened:
             return
-        message_id, details = await self._opening(conn)
-        self.step = await steps.open_step(conn, self._run, "message_creation", details)
-        self.message = await messages.open_assistant_message(
+        message_id = await self._opening(conn)  # finds the images the reply leads with
+        self.step, self.message = await messages.open_reply(
             conn, self._run, message_id, self._images
         )
         await self._emit_opened(conn, self.step, self.message)
 
-    async def _opening(self, conn: asyncpg.Connection) -> tuple[str, dict[str, Any]]:
-        """The reply's message id and its step's details; the images it leads with."""
-        message_id = new_id("msg")
+    async def _opening(self, conn: asyncpg.Connection) -> str:
+        """The reply's message id; the images it leads with."""
         # The images the code displayed lead the reply, as the hosted tool put them.
         if self._offers("code_interpreter"):
             self._images = [
                 {"type": "image_file", "image_file": {"file_id": file_id}}
                 for file_id in await citations.images_since_last_reply(conn, self._run.id)
             ]
-        return message_id, {
-            "type": "message_creation",
-            "message_creation": {"message_id": message_id},
-        }
+        return new_id("msg")
 
     async def _emit_opened(self, conn: asyncpg.Connection, step: RunStep, message: Message) -> None:
         for type_, data in (
@@ -183,18 +178,14 @@ class ReplyWriter:
         """Flush, then complete (or cut short) the message and complete its step.
 
         A reply not opened yet (a fast model) is written whole: its step and message are
-        inserted finished, two statements instead of four, with the same events."""
-        whole = None if self.opened else await self._opening(conn)
+        inserted finished, one statement instead of three, with the same events."""
+        message_id = None if self.opened else await self._opening(conn)
         cited = await self._cite(conn, text)
         content = self._images + text_content(text, cited)
         cause = self._lease.cause
-        if whole is not None:
-            message_id, details = whole
-            closed = self.step = await steps.open_step(
-                conn, self._run, "message_creation", details, completed_with=usage
-            )
-            done = self.message = await messages.open_assistant_message(
-                conn, self._run, message_id, content, finished=True,
+        if message_id is not None:
+            closed, done = self.step, self.message = await messages.open_reply(
+                conn, self._run, message_id, content, finished_with=usage,
                 incomplete_reason=incomplete_reason,
             )  # fmt: skip
             opened = messages.as_opened(done, len(self._images))

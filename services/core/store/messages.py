@@ -6,11 +6,12 @@ import asyncpg
 
 from schemas.common import Page
 from schemas.requests import ContentPart, MessageCreate, TextPart
+from schemas.runs import RunStep
 from schemas.threads import Message
 from services.core import outbox
 from services.core.errors import NotFound
 from services.core.ids import new_id
-from services.core.store import files, vector_stores
+from services.core.store import files, steps, vector_stores
 from services.core.store.pagination import Order, page
 
 
@@ -107,39 +108,39 @@ async def list_page(
     )
 
 
-async def open_assistant_message(
+async def open_reply(
     conn: asyncpg.Connection,
     run: Any,
     message_id: str,
     content: list[dict[str, Any]],
     *,
-    finished: bool = False,
+    finished_with: dict[str, int] | None = None,
     incomplete_reason: str | None = None,
-) -> Message:
-    """Insert the run's reply, `in_progress`, with no text yet (`content`: its images).
+) -> tuple[RunStep, Message]:
+    """Insert the run's reply and its `message_creation` step, in one statement: the step
+    `in_progress`, the reply `in_progress` with no text yet (`content`: its images).
 
-    `finished`: the reply is born whole (`content` all of it), `completed`, or `incomplete`
-    with the reason; `as_opened` is the reply as its opening events show it."""
+    `finished_with` (the step's usage): both are born finished, the reply whole (`content` all
+    of it), `completed`, or `incomplete` with the reason; `steps.as_opened` and `as_opened`
+    are them as their opening events show them."""
     status = "in_progress"
-    if finished:
+    if finished_with is not None:
         status = "completed" if incomplete_reason is None else "incomplete"
     details = None if incomplete_reason is None else {"reason": incomplete_reason}
+    step_details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
     row = await conn.fetchrow(
+        f"WITH s AS ({steps.INSERT} RETURNING *), m AS ("
         "INSERT INTO messages (id, thread_id, status, role, content, assistant_id, run_id,"
         " completed_at, incomplete_at, incomplete_details)"
-        " VALUES ($1, $2, $6, 'assistant', $5, $3, $4,"
-        " CASE WHEN $6 = 'completed' THEN epoch_now() END,"
-        " CASE WHEN $6 = 'incomplete' THEN epoch_now() END, $7) RETURNING *",
-        message_id,
-        run.thread_id,
-        run.assistant_id,
-        run.id,
-        content,
-        status,
-        details,
-    )
+        " VALUES ($8, $3, $10, 'assistant', $9, $4, $2,"
+        " CASE WHEN $10 = 'completed' THEN epoch_now() END,"
+        " CASE WHEN $10 = 'incomplete' THEN epoch_now() END, $11) RETURNING *)"
+        " SELECT (SELECT to_json(s) FROM s) AS step, (SELECT to_json(m) FROM m) AS message",
+        *steps.insert_args(run, "message_creation", step_details, finished_with),
+        message_id, content, status, details,
+    )  # fmt: skip
     assert row is not None
-    return render(dict(row))
+    return steps.render(row["step"]), render(row["message"])
 
 
 def as_opened(message: Message, images: int) -> Message:

@@ -40,21 +40,29 @@ async def open_step(
     `completed_with` (its usage): the step is born `completed`, for work that opens and ends
     in one transaction (`as_opened` is the step as its opening events show it)."""
     row = await conn.fetchrow(
-        "INSERT INTO run_steps (id, run_id, thread_id, assistant_id, step_index, type, status,"
-        " step_details, usage, completed_at) VALUES ($1, $2, $3, $4,"
-        " (SELECT coalesce(max(step_index) + 1, 0) FROM run_steps WHERE run_id = $2),"
-        " $5, CASE WHEN $7::jsonb IS NULL THEN 'in_progress' ELSE 'completed' END, $6, $7,"
-        " CASE WHEN $7::jsonb IS NULL THEN NULL ELSE epoch_now() END) RETURNING *",
-        new_id("step"),
-        run.id,
-        run.thread_id,
-        run.assistant_id,
-        type_,
-        details,
-        completed_with,
+        f"{INSERT} RETURNING *", *insert_args(run, type_, details, completed_with)
     )
     assert row is not None
     return render(dict(row))
+
+
+INSERT = (
+    "INSERT INTO run_steps (id, run_id, thread_id, assistant_id, step_index, type, status,"
+    " step_details, usage, completed_at) VALUES ($1, $2, $3, $4,"
+    " (SELECT coalesce(max(step_index) + 1, 0) FROM run_steps WHERE run_id = $2),"
+    " $5, CASE WHEN $7::jsonb IS NULL THEN 'in_progress' ELSE 'completed' END, $6, $7,"
+    " CASE WHEN $7::jsonb IS NULL THEN NULL ELSE epoch_now() END)"
+)
+"""The insert of `open_step`, parameters $1-$7 from `insert_args` (the run's id is $2, its
+thread's $3, its assistant's $4): a statement that writes more starts with it."""
+
+
+def insert_args(
+    run: Any, type_: str, details: dict[str, Any], completed_with: dict[str, int] | None
+) -> tuple[Any, ...]:
+    """The parameters of `INSERT`."""
+    return (new_id("step"), run.id, run.thread_id, run.assistant_id, type_, details,
+            completed_with)  # fmt: skip
 
 
 def as_opened(step: RunStep) -> RunStep:
