@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -18,14 +19,6 @@ from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_CLAIMABLE = (
-    "SELECT id FROM runs WHERE (status = 'queued'"
-    " AND updated_at < now() - make_interval(secs => $1))"
-    " OR (status = 'in_progress' AND lease_expires_at < now())"
-    " ORDER BY seq LIMIT 100"
-)
-"""Runs nobody drives: queued for longer than $1 seconds, or with an expired lease."""
 
 
 class Engine:
@@ -95,7 +88,7 @@ class Engine:
                             )  # fmt: skip
                 except Exception:
                     log.exception("finishing the cancel of run %s failed", row["id"])
-            stale = await conn.fetch(_CLAIMABLE, float(self._settings.wakeup_grace_seconds))
+            stale = await conn.fetch(records.CLAIMABLE, float(self._settings.wakeup_grace_seconds))
         for row in stale:
             try:
                 if await self.offer(row["id"]):
@@ -156,7 +149,7 @@ class Engine:
         """
 
         async def catch_up(conn: asyncpg.Connection) -> None:
-            for row in await conn.fetch(_CLAIMABLE, 0.0):
+            for row in await conn.fetch(records.CLAIMABLE, 0.0):
                 self.woken(row["id"])
 
         channels = {cancel.CHANNEL: self.stop, runs.WAKE_CHANNEL: self.woken}
@@ -188,6 +181,8 @@ class Engine:
         logs.bind(run_id=lease.run_id, thread_id=lease.thread_id)  # this task's lines
         heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
+            if self._slots.locked():  # its turn waits: the messages the claim read may be old
+                claim = dataclasses.replace(claim, thread_messages=None)
             async with self._slots:
                 with tracing.span("run turn", parent=claim.trace, attributes={
                     "threadbus.run_id": lease.run_id, "threadbus.thread_id": lease.thread_id,

@@ -46,6 +46,16 @@ def tool_calls_of(completion: Completion) -> list[dict[str, Any]]:
     return calls
 
 
+CLAIMABLE = (
+    "SELECT id FROM runs WHERE (status = 'queued'"
+    " AND updated_at < now() - make_interval(secs => $1))"
+    " OR (status = 'in_progress' AND lease_expires_at < now())"
+    " ORDER BY seq LIMIT 100"
+)
+"""Runs nobody drives: queued for longer than $1 seconds, or with an expired lease (the
+engine's sweep offers them)."""
+
+
 async def lock_thread(conn: asyncpg.Connection, thread_id: str) -> None:
     """Lock the thread first, then the run: the order every writer of a thread's runs uses."""
     await conn.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", thread_id)

@@ -11,7 +11,7 @@ from schemas.requests import AssistantCreate, MessageCreate, RunOptions, ThreadC
 from schemas.runs import Run
 from services.core import db
 from services.core.model import NOT_CONFIGURED, ModelClient
-from services.core.store import assistants, runs, threads
+from services.core.store import assistants, messages, runs, threads
 from services.run_poller.engine import Engine
 from services.run_poller.settings import Settings
 from tests.fakes.model_server import ScriptedModelServer
@@ -149,4 +149,35 @@ async def test_a_claimed_run_is_not_claimed_twice(
         replies = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run.id)
     assert done.status == "completed"
     assert replies == 1
+    await client.close()
+
+
+async def test_a_turn_that_waited_for_a_slot_reads_its_messages_again(
+    pool: asyncpg.Pool, infra: Infrastructure, database_url: str, model: ScriptedModelServer
+) -> None:
+    # The claim reads the thread's messages; a run claimed while every slot is busy waits for
+    # one, and a message deleted meanwhile must not reach the model.
+    model.script("hold the slot", reply="done", delay_s=1.0)
+    client = ModelClient(base_url=model.base_url, api_key="k")
+    engine = Engine(pool, client, settings(infra, database_url).model_copy(
+        update={"max_concurrent_runs": 1}), "one-slot")  # fmt: skip
+    holder = await queue_run(pool, "hold the slot")
+    waiter = await queue_run(pool, "keep this")
+    async with pool.acquire() as conn:
+        await messages.create(
+            conn, waiter.thread_id, MessageCreate(role="user", content="drop this")
+        )
+    assert await engine.offer(holder.id)
+    await asyncio.sleep(0.2)  # the holder's turn has the slot and waits on the model
+    assert await engine.offer(waiter.id)  # claimed, and waiting for the slot
+    async with pool.acquire() as conn:
+        gone = await conn.execute(
+            "DELETE FROM messages WHERE thread_id = $1 AND content->0->'text'->>'value' = $2",
+            waiter.thread_id, "drop this",
+        )  # fmt: skip
+    assert gone == "DELETE 1"
+    await engine.shutdown(grace=10)
+    sent = [r for r in model.requests if "keep this" in str(r["messages"])]
+    assert len(sent) == 1
+    assert "drop this" not in str(sent[0]["messages"])
     await client.close()
