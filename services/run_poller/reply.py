@@ -9,7 +9,6 @@ import asyncpg
 from schemas.runs import Run, RunStep
 from schemas.threads import Message
 from services.core import outbox
-from services.core.ids import new_id
 from services.core.runstate import Lease
 from services.core.store import messages, steps
 from services.run_poller import citations, records
@@ -118,21 +117,18 @@ class ReplyWriter:
         """Write the step and the empty message, with their four events."""
         if self.opened:
             return
-        message_id = await self._opening(conn)  # finds the images the reply leads with
-        self.step, self.message = await messages.open_reply(
-            conn, self._run, message_id, self._images
-        )
+        await self._lead_images(conn)
+        self.step, self.message = await messages.open_reply(conn, self._run, self._images)
         await self._emit_opened(conn, self.step, self.message)
 
-    async def _opening(self, conn: asyncpg.Connection) -> str:
-        """The reply's message id; the images it leads with."""
+    async def _lead_images(self, conn: asyncpg.Connection) -> None:
+        """Find the images the reply leads with."""
         # The images the code displayed lead the reply, as the hosted tool put them.
         if self._offers("code_interpreter"):
             self._images = [
                 {"type": "image_file", "image_file": {"file_id": file_id}}
                 for file_id in await citations.images_since_last_reply(conn, self._run.id)
             ]
-        return new_id("msg")
 
     async def _emit_opened(self, conn: asyncpg.Connection, step: RunStep, message: Message) -> None:
         for type_, data in (
@@ -179,13 +175,15 @@ class ReplyWriter:
 
         A reply not opened yet (a fast model) is written whole: its step and message are
         inserted finished, one statement instead of three, with the same events."""
-        message_id = None if self.opened else await self._opening(conn)
+        whole = not self.opened
+        if whole:
+            await self._lead_images(conn)
         cited = await self._cite(conn, text)
         content = self._images + text_content(text, cited)
         cause = self._lease.cause
-        if message_id is not None:
+        if whole:
             closed, done = self.step, self.message = await messages.open_reply(
-                conn, self._run, message_id, content, finished_with=usage,
+                conn, self._run, content, finished_with=usage,
                 incomplete_reason=incomplete_reason,
             )  # fmt: skip
             opened = messages.as_opened(done, len(self._images))

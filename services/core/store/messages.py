@@ -111,7 +111,6 @@ async def list_page(
 async def open_reply(
     conn: asyncpg.Connection,
     run: Any,
-    message_id: str,
     content: list[dict[str, Any]],
     *,
     finished_with: dict[str, int] | None = None,
@@ -127,6 +126,7 @@ async def open_reply(
     if finished_with is not None:
         status = "completed" if incomplete_reason is None else "incomplete"
     details = None if incomplete_reason is None else {"reason": incomplete_reason}
+    message_id = new_id("msg")
     step_details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
     row = await conn.fetchrow(
         f"WITH s AS ({steps.INSERT} RETURNING *), m AS ("
