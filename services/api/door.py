@@ -1,5 +1,5 @@
-"""The door every request passes: NUL bytes refused, the key checked, `/v1` rate-limited, and
-an `x-request-id` on every answer.
+"""The door every request passes: NUL bytes refused, the key checked, `/v1` rate-limited, an
+`x-request-id` on every answer, and the run poll answered without the app (`hot`).
 
 Plain ASGI: Starlette's `BaseHTTPMiddleware` ran each request's app in a task of its own with
 memory streams in between, a measurable share of the API's CPU per request.
@@ -11,7 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import auth, errors, limits
+from services.api import auth, errors, hot, limits
 
 
 class Door:
@@ -49,5 +49,9 @@ class Door:
                 refused = limits.rate_limited(headers)
         if refused is not None:
             await refused(scope, receive, stamped)
+            return
+        polled = await hot.answer(scope, pool, request.app.state.settings)
+        if polled is not None:
+            await polled(scope, receive, stamped)
             return
         await self.app(scope, receive, stamped)

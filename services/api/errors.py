@@ -16,6 +16,13 @@ def error_response(status: int, body: ErrorBody) -> JSONResponse:
     return JSONResponse(ErrorResponse(error=body).model_dump(mode="json"), status_code=status)
 
 
+def threadbus_error(exc: ThreadbusError) -> JSONResponse:
+    """A client-facing error with its status and headers."""
+    response = error_response(exc.status, exc.body())
+    response.headers.update(exc.headers)
+    return response
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     """`tools[0].function.name` from pydantic's location of the error.
 
@@ -84,9 +91,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ThreadbusError)
     async def _threadbus(_: Request, exc: ThreadbusError) -> JSONResponse:
-        response = error_response(exc.status, exc.body())
-        response.headers.update(exc.headers)
-        return response
+        return threadbus_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,8 +16,17 @@ from schemas.requests import (
     ThreadToCreate,
 )
 from schemas.runs import Run
-from services.api.deps import AppRuntime, AppSettings, Conn, Listing, ReadConn, require_beta
+from services.api.deps import (
+    AppGate,
+    AppRuntime,
+    AppSettings,
+    Conn,
+    Listing,
+    ReadConn,
+    require_beta,
+)
 from services.api.routes import out
+from services.api.settings import Settings
 from services.api.streaming import (
     RunStream,
     run_or_stream,
@@ -34,7 +43,7 @@ router = APIRouter(prefix="/threads/{thread_id}/runs", dependencies=[Depends(req
 thread_and_run = APIRouter(prefix="/threads", dependencies=[Depends(require_beta)])
 
 
-def _poll_header(settings: AppSettings) -> dict[str, str]:
+def _poll_header(settings: Settings) -> dict[str, str]:
     return {"openai-poll-after-ms": str(settings.poll_after_ms)}
 
 
@@ -56,7 +65,7 @@ def _check_include(include: list[str] | None) -> None:
 
 @thread_and_run.post("/runs")
 async def create_thread_and_run(
-    body: ThreadAndRunCreate, runtime: AppRuntime, settings: AppSettings
+    body: ThreadAndRunCreate, runtime: AppRuntime, settings: AppSettings, gate: AppGate
 ) -> Response:
     """Create a thread and queue a run on it, in one request (`stream: true` for events)."""
     thread_id, run_id = new_id("thread"), new_id("run")
@@ -70,6 +79,7 @@ async def create_thread_and_run(
             metadata=given.metadata,
         )
         await threads.create(conn, thread, thread_id=thread_id, for_run=run_id)
+        gate.created_in(conn, "threads", thread_id)
         return await runs.create(
             conn, thread_id, assistant, body,
             expires_seconds=settings.run_expires_seconds, run_id=run_id,
@@ -124,7 +134,14 @@ async def list_runs(thread_id: str, conn: Conn, listing: Listing) -> JSONRespons
 async def retrieve_run(
     thread_id: str, run_id: str, conn: ReadConn, settings: AppSettings
 ) -> JSONResponse:
-    """Retrieve a run (the SDK's poll helpers call this)."""
+    """Retrieve a run (the SDK's poll helpers call this; `hot.Poll` answers it first)."""
+    return await poll(conn, thread_id, run_id, settings)
+
+
+async def poll(
+    conn: asyncpg.Connection, thread_id: str, run_id: str, settings: Settings
+) -> JSONResponse:
+    """The run, with the poll interval the SDK's helpers follow."""
     return out(await runs.get(conn, thread_id, run_id), headers=_poll_header(settings))
 
 
