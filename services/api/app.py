@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.settings = settings
             app.state.blobs = open_store(settings, runtime.pool)
             app.state.embedder = embedder
+            app.state.gate = gate
             loops = runtime.task_owner()
             loops.start(gate.listen(settings.database_url), "key listener")
             loops.start(bell.BELL.listen(settings.database_url), "stream bell")

@@ -82,6 +82,18 @@ class Gate:
             self._keys[key] = answer
         return answer
 
+    def created_in(self, conn: asyncpg.Connection, table: str, object_id: str) -> None:
+        """Keep the project of a thread or store (`table`) that `conn`'s transaction creates
+        for the request's project, once it commits: its first request then asks Postgres
+        nothing (an SDK's poll right after `create_and_run` would)."""
+        project = projects.CURRENT.get()
+        db.on_commit(conn, lambda: self._keep((table, object_id), project))
+
+    def _keep(self, where: tuple[str, str], project: str) -> None:
+        self._parents[where] = project
+        if len(self._parents) > self.MAX_PARENTS:
+            self._parents.popitem(last=False)
+
     async def foreign_parent(
         self, pool: asyncpg.Pool, path: str, project: str
     ) -> JSONResponse | None:
@@ -105,9 +117,7 @@ class Gate:
                     f"SELECT project_id FROM {table} WHERE id = $1", parts[3]
                 )
             if owner is not None:
-                self._parents[where] = owner
-                if len(self._parents) > self.MAX_PARENTS:
-                    self._parents.popitem(last=False)
+                self._keep(where, owner)
         else:
             self._parents.move_to_end(where)
         if owner == project:

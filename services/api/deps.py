@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 import asyncpg
 from fastapi import Depends, Header, Query, Request
 
+from services.api.auth import Gate
 from services.api.settings import Settings
 from services.core.blobs import BlobStore
 from services.core.embeddings import Embedder
@@ -35,6 +36,11 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
+async def _gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
 async def _blobs(request: Request) -> BlobStore:
     blobs: BlobStore = request.app.state.blobs
     return blobs
@@ -56,6 +62,7 @@ BEGIN and COMMIT round trips (the run poll, which the SDK's helpers send every f
 project scope is a session setting of the connection, so it holds here too."""
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppRuntime = Annotated[Runtime, Depends(_runtime)]
+AppGate = Annotated[Gate, Depends(_gate)]
 AppBlobs = Annotated[BlobStore, Depends(_blobs)]
 AppEmbedder = Annotated[Embedder, Depends(_embedder)]
 

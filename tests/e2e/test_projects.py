@@ -272,3 +272,25 @@ def test_an_event_names_its_project(pair: tuple[Tenant, Tenant], tap: KafkaTap) 
              a.sdk.beta.threads.messages.list(thread, order="asc").data]  # fmt: skip
     assert texts == ["from kafka", "Echo: from kafka"]
     like_missing(lambda x: b.sdk.beta.threads.retrieve(x), other_thread, "thread_")
+
+
+def test_what_an_api_just_created_is_its_projects_at_the_first_request(
+    pair: tuple[Tenant, Tenant],
+) -> None:
+    """The door keeps the project of each thread and store the API creates (no lookup at the
+    first request about it): the other project's first request finds nothing, the creator's
+    finds it."""
+    a, b = pair
+    assistant = a.sdk.beta.assistants.create(model="gpt-4o").id
+    thread = a.sdk.beta.threads.create().id
+    store = a.sdk.vector_stores.create(name="kept").id
+    run = a.sdk.beta.threads.create_and_run(
+        assistant_id=assistant, thread={"messages": [{"role": "user", "content": "hi"}]}
+    )
+    like_missing(lambda x: b.sdk.beta.threads.messages.list(x), thread, "thread_")
+    like_missing(lambda x: b.sdk.vector_stores.files.list(x), store, "vs_")
+    like_missing(lambda x: b.sdk.beta.threads.runs.retrieve(run.id, thread_id=x),
+                 run.thread_id, "thread_")  # fmt: skip
+    assert a.sdk.beta.threads.messages.list(thread).data == []
+    assert a.sdk.vector_stores.files.list(store).data == []
+    assert a.sdk.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id).id == run.id

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from schemas.requests import MessageCreate, MessageUpdate, ThreadCreate, ThreadUpdate
-from services.api.deps import Conn, Listing, require_beta
+from services.api.deps import AppGate, Conn, Listing, require_beta
 from services.api.routes import deleted, out
 from services.core.errors import InvalidRequest, NotFound
 from services.core.store import messages, runs, threads
@@ -15,9 +15,13 @@ router = APIRouter(prefix="/threads", dependencies=[Depends(require_beta)])
 
 
 @router.post("")
-async def create_thread(conn: Conn, body: ThreadCreate | None = None) -> JSONResponse:
+async def create_thread(
+    conn: Conn, gate: AppGate, body: ThreadCreate | None = None
+) -> JSONResponse:
     """Create a thread, with its initial messages in order."""
-    return out(await threads.create(conn, body or ThreadCreate()))
+    thread = await threads.create(conn, body or ThreadCreate())
+    gate.created_in(conn, "threads", thread.id)
+    return out(thread)
 
 
 @router.get("/{thread_id}")

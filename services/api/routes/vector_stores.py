@@ -18,7 +18,7 @@ from schemas.vector_stores import (
     VectorStoreUpdate,
     resolve_chunking,
 )
-from services.api.deps import AppEmbedder, Conn, Listing
+from services.api.deps import AppEmbedder, AppGate, Conn, Listing
 from services.api.routes import deleted, out
 from services.core import search
 from services.core.store import files, vector_store_files, vector_stores
@@ -29,9 +29,11 @@ FileStatus = Literal["in_progress", "completed", "failed", "cancelled"]
 
 
 @router.post("")
-async def create_vector_store(body: VectorStoreCreate, conn: Conn) -> JSONResponse:
+async def create_vector_store(body: VectorStoreCreate, conn: Conn, gate: AppGate) -> JSONResponse:
     """Create a store; its files are ingested asynchronously."""
-    return out(await vector_stores.create(conn, body))
+    store = await vector_stores.create(conn, body)
+    gate.created_in(conn, "vector_stores", store.id)
+    return out(store)
 
 
 @router.get("")
