@@ -57,15 +57,30 @@ async def transition(
     lease: Lease | None = None,
     fields: dict[str, Any] | None = None,
     spend: dict[str, int] | None = None,
-    locking_thread: str | None = None,
 ) -> Run | None:
     """Move the run to `to` if its current status allows it; None if it did not.
 
     With a lease the update also requires the lease token. Terminal statuses clear
     `expires_at`, `required_action` and the lease. `spend` adds a turn's tokens to the run's
-    running total, which becomes its `usage`. `locking_thread` (the run's thread) locks the
-    thread first, in the same statement: the lock order every writer of a thread's runs uses.
+    running total, which becomes its `usage`.
     """
+    row = await moved(conn, run_id, to, lease=lease, fields=fields, spend=spend)
+    return None if row is None else run_store.render(dict(row))
+
+
+async def moved(
+    conn: asyncpg.Connection,
+    run_id: str,
+    to: RunStatus,
+    *,
+    lease: Lease | None = None,
+    fields: dict[str, Any] | None = None,
+    spend: dict[str, int] | None = None,
+    locking_thread: str | None = None,
+) -> asyncpg.Record | None:
+    """`transition`'s statement, its row as returned. `locking_thread` (the run's thread) locks
+    the thread first, in the same statement (the lock order every writer of a thread's runs
+    uses), and adds the thread's `pending_run` to the row, read at the row's latest version."""
     fields = dict(fields or {})
     assert set(fields) <= _WRITABLE, fields
     sets = ["status = $2", "updated_at = now()"]
@@ -95,6 +110,8 @@ async def transition(
     # Measured for the metrics: the run's age, and (leaving requires_action) how long it
     # waited there; a subquery in RETURNING reads the row as it was before this statement.
     measured = "extract(epoch FROM clock_timestamp() - created_ts) AS age_seconds"
+    if locking_thread is not None:
+        measured += ", t.pending_run"
     if to == "queued":
         measured += (", extract(epoch FROM clock_timestamp() - (SELECT p.updated_at FROM runs p"
                      " WHERE p.id = $1)) AS waited_seconds")  # fmt: skip
@@ -102,17 +119,20 @@ async def transition(
         f"{lock}UPDATE runs r SET {', '.join(sets)}{join} WHERE {where} RETURNING r.*, {measured}",
         *params,
     )
-    if row is None:
-        return None
-    db.on_commit(conn, functools.partial(_entered, to, row))
-    return run_store.render(dict(row))
+    if row is not None:
+        db.on_commit(conn, functools.partial(_entered, to, row))
+    return row
 
 
 def thread_locked(param: int) -> str:
     """A CTE `t` that locks the thread (its id: parameter `param`) before the statement touches
     any run row: `MATERIALIZED`, so the lock comes first, in the order every writer of a
-    thread's runs uses (thread, then run). Join `t` to take the run."""
-    return f"WITH t AS MATERIALIZED (SELECT id FROM threads WHERE id = ${param} FOR UPDATE)"
+    thread's runs uses (thread, then run). Join `t` to take the run. `t.pending_run` is the
+    flag at the row's latest version (a lock waited for reads the version its holder wrote)."""
+    return (
+        "WITH t AS MATERIALIZED"
+        f" (SELECT id, pending_run FROM threads WHERE id = ${param} FOR UPDATE)"
+    )
 
 
 def spent_plus(first: int) -> str:

@@ -355,11 +355,13 @@ class Engine:
         await writer.settle()  # a fast model's whole reply is written here, in one transaction
         async with self._pool.acquire() as conn, conn.transaction():
             if not calls:  # the run ends: its status, usage and lock in the first statement
-                run = await records.conclude(conn, lease, usage, cut_off=cut_off)
+                run, pending = await records.conclude(conn, lease, usage, cut_off=cut_off)
                 reason = "max_tokens" if cut_off else None
                 await writer.finish_in(conn, completion.text, usage, incomplete_reason=reason)
                 await outbox.emit(conn, f"thread.run.{run.status}", run.thread_id, run, lease.cause)
-                await runs.start_pending(conn, run.thread_id, self._settings.run_expires_seconds)
+                await runs.start_pending(
+                    conn, run.thread_id, self._settings.run_expires_seconds, flagged=pending
+                )
                 return
             run = await records.hold_and_spend(conn, lease, usage)
             if completion.text:  # a turn that also called tools counts its tokens on the tool step

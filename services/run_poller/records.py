@@ -232,19 +232,20 @@ async def require_action(
 
 async def conclude(
     conn: asyncpg.Connection, lease: Lease, usage: dict[str, int], *, cut_off: bool
-) -> Run:
+) -> tuple[Run, bool]:
     """End the run after a turn that called no tools, in one statement: lock the thread, add
     the turn's tokens to the run's total, and move the run to `completed` (or, `cut_off`,
-    `incomplete`: max_completion_tokens) with that total as its usage. The caller emits the
-    run's event, after its reply's."""
+    `incomplete`: max_completion_tokens) with that total as its usage; with it, whether the
+    thread has a pending run to start (`threads.pending_run`, read under the lock). The caller
+    emits the run's event, after its reply's."""
     fields = {"incomplete_details": {"reason": "max_completion_tokens"}} if cut_off else None
-    run = await runstate.transition(
+    row = await runstate.moved(
         conn, lease.run_id, "incomplete" if cut_off else "completed", lease=lease,
         fields=fields, spend=usage, locking_thread=lease.thread_id,
     )  # fmt: skip
-    if run is None:
+    if row is None:
         raise LeaseLost(lease.run_id)
-    return run
+    return runs.render(dict(row)), row["pending_run"]
 
 
 async def end_incomplete(

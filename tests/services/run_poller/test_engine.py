@@ -181,3 +181,53 @@ async def test_a_turn_that_waited_for_a_slot_reads_its_messages_again(
     assert len(sent) == 1
     assert "drop this" not in str(sent[0]["messages"])
     await client.close()
+
+
+async def test_a_message_folded_while_the_run_ended_starts_the_next_run(
+    pool: asyncpg.Pool, infra: Infrastructure, database_url: str, model: ScriptedModelServer
+) -> None:
+    # The end of a run reads the thread's pending-run flag under the thread's lock, with no
+    # statement of its own. An intake that holds the thread while the run ends, and folds a
+    # message into the next run, commits after the end's statement began: the end must still
+    # see the flag (a row locked FOR UPDATE is read at its latest version) and start that run.
+    model.script("end while folded", reply="done", delay_s=0.5)
+    client = ModelClient(base_url=model.base_url, api_key="k")
+    engine = Engine(pool, client, settings(infra, database_url), "fold-race")
+    run = await queue_run(pool, "end while folded")
+    assert await engine.offer(run.id)
+    await asyncio.sleep(0.1)  # the turn waits on the model (0.5 s)
+    intake = await pool.acquire()
+    folding = intake.transaction()
+    await folding.start()
+    await intake.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", run.thread_id)
+
+    async def blocked_ending() -> bool:
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'WITH t AS MATERIALIZED%UPDATE runs r SET status%'"
+        )
+        return bool(waiting)
+
+    for _ in range(200):  # the run's end waits on the thread's lock
+        if await blocked_ending():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the run's end never waited on the thread's lock")
+    await runs.fold(intake, run.thread_id, run.assistant_id, RunOptions(), cause="folded")
+    await folding.commit()
+    await pool.release(intake)
+    await engine.shutdown(grace=10)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT status, cause_event_id FROM runs WHERE thread_id = $1 ORDER BY created_ts",
+            run.thread_id,
+        )
+        flag = await conn.fetchval("SELECT pending_run FROM threads WHERE id = $1", run.thread_id)
+        left = await conn.fetchval("SELECT count(*) FROM pending_runs")
+    assert [(r["status"], r["cause_event_id"]) for r in rows] == [
+        ("completed", None),
+        ("queued", "folded"),
+    ]
+    assert (flag, left) == (False, 0)
+    await client.close()
