@@ -359,9 +359,9 @@ class Engine:
                 reason = "max_tokens" if cut_off else None
                 await writer.finish_in(conn, completion.text, usage, incomplete_reason=reason)
                 await outbox.emit(conn, f"thread.run.{run.status}", run.thread_id, run, lease.cause)
-                await runs.start_pending(
-                    conn, run.thread_id, self._settings.run_expires_seconds, flagged=pending
-                )
+                if pending:  # the thread's flag, read under its lock by the statement above
+                    expires = self._settings.run_expires_seconds
+                    await runs.start_pending(conn, run.thread_id, expires)
                 return
             run = await records.hold_and_spend(conn, lease, usage)
             if completion.text:  # a turn that also called tools counts its tokens on the tool step

@@ -188,15 +188,14 @@ async def fold(
     *,
     cause: str | None,
 ) -> None:
-    """Remember that a run is wanted once the thread's active run ends (latest options win),
-    and flag the thread (`threads.pending_run`: what the end of a run reads). The caller holds
-    the thread's lock."""
+    """Remember that a run is wanted once the thread's active run ends (latest options win).
+    The caller holds the thread's lock; a trigger flags the thread (`threads.pending_run`,
+    which the end of a run reads)."""
     await conn.execute(
-        "WITH p AS (INSERT INTO pending_runs (thread_id, assistant_id, options, cause_event_id)"
+        "INSERT INTO pending_runs (thread_id, assistant_id, options, cause_event_id)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT (thread_id) DO UPDATE SET"
         " assistant_id = EXCLUDED.assistant_id, options = EXCLUDED.options,"
-        " cause_event_id = EXCLUDED.cause_event_id)"
-        " UPDATE threads SET pending_run = true WHERE id = $1",
+        " cause_event_id = EXCLUDED.cause_event_id",
         thread_id,
         assistant_id,
         options.model_dump(mode="json", exclude_unset=True, by_alias=True),
@@ -205,24 +204,17 @@ async def fold(
 
 
 async def take_pending(conn: asyncpg.Connection, thread_id: str) -> dict[str, Any] | None:
-    """Remove and return the thread's pending run request, if any, and clear its flag."""
+    """Remove and return the thread's pending run request, if any (a trigger clears the
+    thread's flag)."""
     row = await conn.fetchrow(
-        "WITH p AS (DELETE FROM pending_runs WHERE thread_id = $1 RETURNING *),"
-        " flag AS (UPDATE threads SET pending_run = false WHERE id = $1 AND pending_run)"
-        " SELECT * FROM p",
-        thread_id,
+        "DELETE FROM pending_runs WHERE thread_id = $1 RETURNING *", thread_id
     )
     return dict(row) if row is not None else None
 
 
-async def start_pending(
-    conn: asyncpg.Connection, thread_id: str, expires_seconds: int, *, flagged: bool = True
-) -> None:
-    """Start the run that inbound messages folded in while the last one was active. The caller
-    holds the thread's lock; `flagged=False` (the thread's `pending_run`, read under that lock)
-    says there is none, without asking."""
-    if not flagged:
-        return
+async def start_pending(conn: asyncpg.Connection, thread_id: str, expires_seconds: int) -> None:
+    """Start the run that inbound messages folded in while the last one was active (the caller
+    holds the thread's lock)."""
     pending = await take_pending(conn, thread_id)
     if pending is None:
         return

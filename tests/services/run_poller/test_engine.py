@@ -224,10 +224,48 @@ async def test_a_message_folded_while_the_run_ended_starts_the_next_run(
             run.thread_id,
         )
         flag = await conn.fetchval("SELECT pending_run FROM threads WHERE id = $1", run.thread_id)
-        left = await conn.fetchval("SELECT count(*) FROM pending_runs")
+        left = await conn.fetchval(
+            "SELECT count(*) FROM pending_runs WHERE thread_id = $1", run.thread_id
+        )
     assert [(r["status"], r["cause_event_id"]) for r in rows] == [
         ("completed", None),
         ("queued", "folded"),
     ]
     assert (flag, left) == (False, 0)
     await client.close()
+
+
+async def test_the_pending_run_flag_follows_pending_runs_whoever_writes_them(
+    pool: asyncpg.Pool,
+) -> None:
+    # Triggers keep `threads.pending_run`, so code of the previous release (which writes
+    # `pending_runs` without knowing the flag) keeps it true during a rolling update.
+    run = await queue_run(pool, "flag")
+    thread = run.thread_id
+
+    async def flag(conn: asyncpg.Connection) -> bool:
+        value = await conn.fetchval("SELECT pending_run FROM threads WHERE id = $1", thread)
+        return bool(value)
+
+    async with pool.acquire() as conn:
+        assert not await flag(conn)
+        await conn.execute(  # the previous release's fold, word for word
+            "INSERT INTO pending_runs (thread_id, assistant_id, options, cause_event_id)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (thread_id) DO UPDATE SET"
+            " assistant_id = EXCLUDED.assistant_id, options = EXCLUDED.options,"
+            " cause_event_id = EXCLUDED.cause_event_id",
+            thread, run.assistant_id, {}, "old-release",
+        )  # fmt: skip
+        assert await flag(conn)
+        await runs.fold(conn, thread, run.assistant_id, RunOptions(), cause="again")
+        assert await flag(conn)
+        taken = await runs.take_pending(conn, thread)
+        assert taken is not None
+        assert taken["cause_event_id"] == "again"
+        assert not await flag(conn)
+        await runs.fold(conn, thread, run.assistant_id, RunOptions(), cause="then deleted")
+        assert await conn.execute("DELETE FROM threads WHERE id = $1", thread) == "DELETE 1"
+        assert (
+            await conn.fetchval("SELECT count(*) FROM pending_runs WHERE thread_id = $1", thread)
+            == 0
+        )
