@@ -35,8 +35,12 @@ class Gate:
     A key's answer is kept until any key changes: a trigger notifies `threadbus_keys` on
     every change and `listen` empties the memory at once; while the listener is not
     connected nothing is kept, so a revocation is never missed. A parent's project is kept
-    for good: an id names one object, which never changes project (a deleted one is gone,
-    and its id is not reused). So a request in the steady state asks Postgres nothing here.
+    (up to `MAX_PARENTS`): an object never changes project. Its id may name another object
+    later (a thread deleted, and created again under the same id by an inbound event, in
+    another project), so a kept project that is not the caller's is asked again before the
+    404; one that is the caller's lets the request in, and every statement the request runs
+    is scoped to its project anyway. So a request in the steady state asks Postgres nothing
+    here.
     """
 
     MAX_KEYS = 10_000
@@ -91,6 +95,7 @@ class Gate:
 
     def _keep(self, where: tuple[str, str], project: str) -> None:
         self._parents[where] = project
+        self._parents.move_to_end(where)
         if len(self._parents) > self.MAX_PARENTS:
             self._parents.popitem(last=False)
 
@@ -111,13 +116,15 @@ class Gate:
         table, kind = _PARENTS[parts[2]]
         where = (table, parts[3])
         owner = self._parents.get(where)
-        if owner is None:
+        if owner != project:  # not known, or known as another's: ask
             async with pool.acquire() as conn:
                 owner = await conn.fetchval(
                     f"SELECT project_id FROM {table} WHERE id = $1", parts[3]
                 )
             if owner is not None:
                 self._keep(where, owner)
+            else:
+                self._parents.pop(where, None)
         else:
             self._parents.move_to_end(where)
         if owner == project:

@@ -58,8 +58,9 @@ async def _embedder(request: Request) -> Embedder:
 Conn = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
 ReadConn = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]
 """A pooled connection outside a transaction, for a route that reads in one statement: no
-BEGIN and COMMIT round trips (the run poll, which the SDK's helpers send every few ms). The
-project scope is a session setting of the connection, so it holds here too."""
+BEGIN and COMMIT round trips (the run poll's route, which the door answers before it in most
+cases: `api/hot.py`). The project scope is a session setting of the connection, so it holds
+here too."""
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppRuntime = Annotated[Runtime, Depends(_runtime)]
 AppGate = Annotated[Gate, Depends(_gate)]

@@ -134,7 +134,7 @@ async def list_runs(thread_id: str, conn: Conn, listing: Listing) -> JSONRespons
 async def retrieve_run(
     thread_id: str, run_id: str, conn: ReadConn, settings: AppSettings
 ) -> JSONResponse:
-    """Retrieve a run (the SDK's poll helpers call this; `hot.Poll` answers it first)."""
+    """Retrieve a run (the SDK's poll helpers; the door answers them first, `api/hot.py`)."""
     return await poll(conn, thread_id, run_id, settings)
 
 
