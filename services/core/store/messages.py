@@ -1,5 +1,6 @@
 """SQL for messages."""
 
+import json
 from typing import Any
 
 import asyncpg
@@ -33,6 +34,69 @@ def content_parts(content: str | list[ContentPart]) -> list[dict[str, Any]]:
     return parts
 
 
+def insert_finished(first: int) -> str:
+    """An `INSERT` of finished messages (user-written or injected) into the thread `$1`, from
+    the arrays `finished_args` gives as parameters `$first` on, in array order (their `seq`
+    follows it), `RETURNING *`. JSON values travel as text: in a `jsonb[]` parameter the
+    driver would take a list for a dimension of the array."""
+    p = [f"${first + i}" for i in range(7)]
+    return (
+        "INSERT INTO messages (id, thread_id, status, completed_at, role, content, attachments,"
+        " metadata, source_event_source, source_event_id)"
+        " SELECT id, $1, 'completed', epoch_now(), role, content::jsonb, attachments::jsonb,"
+        " metadata::jsonb, src, eid"
+        f" FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::text[],"
+        f" {p[4]}::text[], {p[5]}::text[], {p[6]}::text[])"
+        " WITH ORDINALITY AS u(id, role, content, attachments, metadata, src, eid, n)"
+        " ORDER BY n RETURNING *"
+    )
+
+
+def finished_args(
+    bodies: list[MessageCreate], source: tuple[str, str] | None = None
+) -> list[list[Any]]:
+    """The parameters of `insert_finished` for `bodies`; `source` is the (source, id) of the
+    inbound event that brought them, if one did."""
+    source_name, source_id = source or (None, None)
+    return [
+        [new_id("msg") for _ in bodies],
+        [body.role for body in bodies],
+        [json.dumps(content_parts(body.content)) for body in bodies],
+        [
+            json.dumps([a.model_dump(mode="json") for a in body.attachments or []])
+            for body in bodies
+        ],
+        [json.dumps(body.metadata or {}) for body in bodies],
+        [source_name for _ in bodies],
+        [source_id for _ in bodies],
+    ]
+
+
+async def check_files(conn: asyncpg.Connection, bodies: list[MessageCreate]) -> None:
+    """NotFound naming the first attached file that does not exist (no query for none)."""
+    await files.existing(conn, [a.file_id for body in bodies for a in body.attachments or []])
+
+
+async def created(
+    conn: asyncpg.Connection,
+    thread_id: str,
+    body: MessageCreate,
+    message: Message,
+    cause: str | None,
+) -> Message:
+    """What follows a finished message's insert: its files put in the thread's store for
+    file_search, and `thread.message.created`."""
+    searchable = [
+        a.file_id
+        for a in body.attachments or []
+        if any(tool.type == "file_search" for tool in a.tools)
+    ]
+    if searchable:
+        await vector_stores.attach_to_thread(conn, thread_id, searchable)
+    await outbox.emit(conn, "thread.message.created", thread_id, message, cause)
+    return message
+
+
 async def create(
     conn: asyncpg.Connection,
     thread_id: str,
@@ -43,32 +107,10 @@ async def create(
 ) -> Message:
     """Append a finished message (user-written or injected) to the thread; `source` is the
     (source, id) of the inbound event that brought it, if one did."""
-    source_name, source_id = source or (None, None)
-    await files.existing(conn, [a.file_id for a in body.attachments or []])
-    row = await conn.fetchrow(
-        "INSERT INTO messages (id, thread_id, status, completed_at, role, content, attachments,"
-        " metadata, source_event_source, source_event_id)"
-        " VALUES ($1, $2, 'completed', epoch_now(), $3, $4, $5, $6, $7, $8) RETURNING *",
-        new_id("msg"),
-        thread_id,
-        body.role,
-        content_parts(body.content),
-        [a.model_dump(mode="json") for a in body.attachments or []],
-        body.metadata or {},
-        source_name,
-        source_id,
-    )
+    await check_files(conn, [body])
+    row = await conn.fetchrow(insert_finished(2), thread_id, *finished_args([body], source))
     assert row is not None
-    message = render(dict(row))
-    searchable = [
-        a.file_id
-        for a in body.attachments or []
-        if any(tool.type == "file_search" for tool in a.tools)
-    ]
-    if searchable:
-        await vector_stores.attach_to_thread(conn, thread_id, searchable)
-    await outbox.emit(conn, "thread.message.created", thread_id, message, cause)
-    return message
+    return await created(conn, thread_id, body, render(dict(row)), cause)
 
 
 async def get(conn: asyncpg.Connection, thread_id: str, message_id: str) -> Message:

@@ -31,17 +31,23 @@ async def create(
     `for_run` marks `thread.created` as the first event of that run's stream.
     """
     resources = await vector_stores.resolve_resources(conn, body.tool_resources, for_thread=True)
+    bodies = body.messages or []
+    await messages.check_files(conn, bodies)
     row = await conn.fetchrow(
-        "INSERT INTO threads (id, metadata, tool_resources) VALUES ($1, $2, $3) RETURNING *",
+        "WITH t AS (INSERT INTO threads (id, metadata, tool_resources) VALUES ($1, $2, $3)"
+        f" RETURNING *), m AS ({messages.insert_finished(4)})"
+        " SELECT (SELECT to_json(t) FROM t) AS thread,"
+        " (SELECT json_agg(m ORDER BY m.seq) FROM m) AS messages",
         thread_id or new_id("thread"),
         body.metadata or {},
         resources,
-    )
+        *messages.finished_args(bodies),
+    )  # the thread and its messages in one statement (the rows back as JSON)
     assert row is not None
-    thread = render(dict(row))
+    thread = render(row["thread"])
     await outbox.emit(conn, "thread.created", thread.id, thread, cause, run_id=for_run)
-    for message in body.messages or []:
-        await messages.create(conn, thread.id, message, cause=cause)
+    for message, row_of in zip(bodies, row["messages"] or [], strict=True):
+        await messages.created(conn, thread.id, message, messages.render(row_of), cause)
     return thread
 
 
