@@ -7,6 +7,7 @@ scoped to it.
 """
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import asyncpg
 from fastapi import Request
@@ -27,20 +28,22 @@ _PARENTS = {"threads": ("threads", "thread"), "vector_stores": ("vector_stores",
 
 KEYS_CHANNEL = "threadbus_keys"
 """NOTIFY on any change to `api_keys` (migration 0010)."""
+PARENTS_CHANNEL = "threadbus_parents"
+"""NOTIFY `<table> <id>` on the deletion of a thread or vector store (migration 0015)."""
 
 
 class Gate:
     """The door's memory: what key checks answered, and whose threads and stores are whose.
 
-    A key's answer is kept until any key changes: a trigger notifies `threadbus_keys` on
-    every change and `listen` empties the memory at once; while the listener is not
-    connected nothing is kept, so a revocation is never missed. A parent's project is kept
-    (up to `MAX_PARENTS`): an object never changes project. Its id may name another object
-    later (a thread deleted, and created again under the same id by an inbound event, in
-    another project), so a kept project that is not the caller's is asked again before the
-    404; one that is the caller's lets the request in, and every statement the request runs
-    is scoped to its project anyway. So a request in the steady state asks Postgres nothing
-    here.
+    Both are kept only while a listener hears what would change them, and emptied when it
+    stops hearing (so a change is never missed): a trigger notifies `threadbus_keys` on every
+    change to a key, which empties the keys' answers, and `threadbus_parents` on every
+    deletion of a thread or store (migration 0015), which forgets that one. An object never
+    changes project, but a thread's id can name a new thread after the old one is deleted
+    (an inbound event creates a thread under the id it names, in its own project), and the
+    routes under a thread are reached by its id, with the door as their project check. An
+    answer asked while a change was heard is not kept (it may be older than the change). So a
+    request in the steady state asks Postgres nothing here.
     """
 
     MAX_KEYS = 10_000
@@ -50,6 +53,7 @@ class Gate:
         self._keys: dict[str | None, tuple[bool, str | None]] = {}
         self._parents: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._generation = 0
+        self._parents_generation = 0
         self._listening = False
 
     def forget_keys(self, *_: object) -> None:
@@ -57,20 +61,33 @@ class Gate:
         self._keys.clear()
         self._generation += 1
 
+    def forget_parent(self, payload: str) -> None:
+        """A thread or store was deleted (`<table> <id>`): ask Postgres again about its id."""
+        table, _, object_id = payload.partition(" ")
+        self._parents.pop((table, object_id), None)
+        self._parents_generation += 1
+
+    def _forget_all(self) -> None:
+        self.forget_keys()
+        self._parents.clear()
+        self._parents_generation += 1
+
     async def listen(self, dsn: str) -> None:
-        """Keep `_keys` valid until cancelled (reconnects; memory off while disconnected)."""
+        """Keep the memory valid until cancelled (reconnects; memory off while disconnected)."""
 
         async def connected(_: asyncpg.Connection) -> None:
-            self.forget_keys()  # changes while disconnected were not heard
+            self._forget_all()  # changes while disconnected were not heard
             self._listening = True
 
         def lost() -> None:
             self._listening = False
-            self.forget_keys()
+            self._forget_all()
 
-        await db.listen(
-            dsn, {KEYS_CHANNEL: self.forget_keys}, connected=connected, lost=lost, role="api-keys"
-        )
+        channels: dict[str, Callable[[str], object]] = {
+            KEYS_CHANNEL: self.forget_keys,
+            PARENTS_CHANNEL: self.forget_parent,
+        }
+        await db.listen(dsn, channels, connected=connected, lost=lost, role="api-keys")
 
     async def project_of(self, pool: asyncpg.Pool, key: str | None) -> tuple[bool, str | None]:
         """(whether keys are in force, the project of `key` if it is a live one)."""
@@ -90,10 +107,13 @@ class Gate:
         """Keep the project of a thread or store (`table`) that `conn`'s transaction creates
         for the request's project, once it commits: its first request then asks Postgres
         nothing (an SDK's poll right after `create_and_run` would)."""
-        project = projects.CURRENT.get()
-        db.on_commit(conn, lambda: self._keep((table, object_id), project))
+        project, generation = projects.CURRENT.get(), self._parents_generation
+        db.on_commit(conn, lambda: self._keep((table, object_id), project, generation))
 
-    def _keep(self, where: tuple[str, str], project: str) -> None:
+    def _keep(self, where: tuple[str, str], project: str, generation: int) -> None:
+        """Keep an answer got at `generation`, unless a deletion was heard since."""
+        if not self._listening or generation != self._parents_generation:
+            return
         self._parents[where] = project
         self._parents.move_to_end(where)
         if len(self._parents) > self.MAX_PARENTS:
@@ -117,14 +137,13 @@ class Gate:
         where = (table, parts[3])
         owner = self._parents.get(where)
         if owner != project:  # not known, or known as another's: ask
+            generation = self._parents_generation
             async with pool.acquire() as conn:
                 owner = await conn.fetchval(
                     f"SELECT project_id FROM {table} WHERE id = $1", parts[3]
                 )
             if owner is not None:
-                self._keep(where, owner)
-            else:
-                self._parents.pop(where, None)
+                self._keep(where, owner, generation)
         else:
             self._parents.move_to_end(where)
         if owner == project:

@@ -5,9 +5,15 @@ image_file), 17 (an attachment makes the thread's vector store), 18 (message upd
 delete), 19 (message of another thread), 20 (thread update and delete).
 """
 
+import asyncio
+import uuid
+
+import asyncpg
 import openai
 import pytest
 from openai import OpenAI
+
+from tests.system import System
 
 
 def test_s14_thread_defaults(client: OpenAI) -> None:
@@ -74,6 +80,49 @@ def test_s17_attachment_creates_the_threads_vector_store(client: OpenAI) -> None
     assert store.expires_after is not None
     assert (store.expires_after.anchor, store.expires_after.days) == ("last_active_at", 7)
     assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).id == doc.id
+
+
+async def count_messages_saying(system: System, text: str) -> int:
+    conn = await asyncpg.connect(system.infra.database_url)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE content->0->'text'->>'value' = $1", text
+        ))  # fmt: skip
+    finally:
+        await conn.close()
+
+
+def test_initial_messages_with_attachments_or_a_missing_file(
+    client: OpenAI, system: System
+) -> None:
+    """A thread's initial messages are written in one statement: attachments land on the right
+    message and a file_search one fills the thread's store; a missing file in a later message
+    is named and nothing is created."""
+    doc = client.files.create(file=("b.txt", b"attached"), purpose="assistants")
+    attach = [{"file_id": doc.id, "tools": [{"type": "file_search"}]}]
+    thread = client.beta.threads.create(messages=[
+        {"role": "user", "content": "first"},
+        {"role": "user", "content": "second", "attachments": attach, "metadata": {"n": "2"}},
+    ])  # fmt: skip
+    listed = client.beta.threads.messages.list(thread.id, order="asc").data
+    assert [(m.content[0].text.value, bool(m.attachments), m.metadata) for m in listed] == [  # type: ignore[union-attr]
+        ("first", False, {}),
+        ("second", True, {"n": "2"}),
+    ]
+    resources = client.beta.threads.retrieve(thread.id).tool_resources
+    assert resources is not None
+    assert resources.file_search is not None
+    (store_id,) = resources.file_search.vector_store_ids or []
+    assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).id == doc.id
+    missing = [{"file_id": "file-nope", "tools": [{"type": "file_search"}]}]
+    marker = f"not fine {uuid.uuid4().hex}"
+    with pytest.raises(openai.NotFoundError, match="No file found with id 'file-nope'"):
+        client.beta.threads.create(messages=[
+            {"role": "user", "content": "fine", "attachments": attach},
+            {"role": "user", "content": marker, "attachments": missing},
+        ])  # fmt: skip
+    written = asyncio.run(count_messages_saying(system, marker))
+    assert written == 0
 
 
 def test_s18_message_update_and_delete(client: OpenAI) -> None:

@@ -294,3 +294,24 @@ def test_what_an_api_just_created_is_its_projects_at_the_first_request(
     assert a.sdk.beta.threads.messages.list(thread).data == []
     assert a.sdk.vector_stores.files.list(store).data == []
     assert a.sdk.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id).id == run.id
+
+
+def test_a_deleted_threads_id_taken_by_another_project_is_gone_for_the_first(
+    pair: tuple[Tenant, Tenant], tap: KafkaTap
+) -> None:
+    """An inbound event may create a thread under the id of one another project deleted: the
+    door forgets the old owner when the thread is deleted, so the first project's key reaches
+    nothing of the new thread."""
+    a, b = pair
+    thread = a.sdk.beta.threads.create().id
+    assert a.sdk.beta.threads.messages.list(thread).data == []  # the door knows it as a's
+    a.sdk.beta.threads.delete(thread)
+    b_assistant = b.sdk.beta.assistants.create(model="gpt-4o").id
+    tap.publish({**user_message(thread, b_assistant, "mine now"), "project": b.name}, key=thread)
+    done = wait_until(
+        lambda: [e for e in tap.events(thread) if e["type"] == "thread.run.completed"]
+    )
+    run_id = done[0]["data"]["id"]
+    like_missing(lambda x: a.sdk.beta.threads.runs.retrieve(run_id, thread_id=x), thread, "thread_")
+    like_missing(lambda x: a.sdk.beta.threads.messages.list(x), thread, "thread_")
+    assert b.sdk.beta.threads.runs.retrieve(run_id, thread_id=thread).status == "completed"

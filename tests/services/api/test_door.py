@@ -2,8 +2,10 @@
 app behind it (and everything else is not), and that the door keeps the project of what the
 API creates. `test_run_poll.py` checks over HTTP that the answers are the app's."""
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -115,13 +117,33 @@ async def created_then_rolled_back(conn: asyncpg.Connection, gate: auth.Gate, th
         raise RuntimeError("rolled back: never created, nothing kept")
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 10 s")
+
+
+@pytest.fixture
+async def gate(system: System) -> AsyncIterator[auth.Gate]:
+    """A gate whose listener hears Postgres (without it the gate keeps nothing)."""
+    gate = auth.Gate()
+    listening = asyncio.create_task(gate.listen(system.infra.database_url))
+    await until(lambda: gate._listening)
+    yield gate
+    listening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listening
+
+
 async def test_the_door_keeps_the_project_of_what_the_api_creates(
-    pool: asyncpg.Pool, client: OpenAI
+    pool: asyncpg.Pool, client: OpenAI, gate: auth.Gate
 ) -> None:
     thread = client.beta.threads.create()
     async with pool.acquire() as conn:
         owner = await conn.fetchval("SELECT project_id FROM threads WHERE id = $1", thread.id)
-    gate, counted = auth.Gate(), Counted(pool)
+    counted = Counted(pool)
     path = f"/v1/threads/{thread.id}/messages"
     projects.CURRENT.set(owner)
     async with pool.acquire() as conn:
@@ -139,3 +161,9 @@ async def test_the_door_keeps_the_project_of_what_the_api_creates(
     foreign = await gate.foreign_parent(counted, path, "proj_someone_else")
     assert foreign is not None
     assert (foreign.status_code, counted.asked) == (404, 2)
+    # Deleted: forgotten when Postgres says so, and asked again.
+    client.beta.threads.delete(thread.id)
+    await until(lambda: ("threads", thread.id) not in gate._parents)
+    gone = await gate.foreign_parent(counted, path, owner)
+    assert gone is not None
+    assert (gone.status_code, counted.asked) == (404, 3)
