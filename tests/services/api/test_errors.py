@@ -5,6 +5,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.fakes.model_server import ScriptedModelServer
 from tests.system import API_KEY, HEADERS, System
 
 BETA = HEADERS
@@ -51,17 +52,20 @@ def test_invalid_parameters_are_400_with_param(client: OpenAI) -> None:
     assert caught.value.param == "role"
 
 
-def test_a_second_run_on_a_busy_thread_is_400_not_409(client: OpenAI) -> None:
+def test_a_second_run_on_a_busy_thread_is_400_not_409(
+    client: OpenAI, model: ScriptedModelServer
+) -> None:
+    # The model holds its answer, so the first run is still active when the second is asked
+    # for; an instant model let the first run end in between (seen in CI).
+    model.script("keep this thread busy", reply="done", delay_s=3.0)
     assistant = client.beta.assistants.create(model="gpt-4o")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "keep this thread busy"}]
+    )
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    if client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status in (
-        "queued",
-        "in_progress",
-    ):
-        with pytest.raises(openai.BadRequestError, match=f"already has an active run {run.id}"):
-            client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    with pytest.raises(openai.BadRequestError, match=f"already has an active run {run.id}"):
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    assert client.beta.threads.runs.poll(run.id, thread_id=thread.id).status == "completed"
 
 
 def test_missing_beta_header_and_unknown_paths(system: System) -> None:
