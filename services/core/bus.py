@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
+from services.core import assignor
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ def subscriber_options(
     start from the earliest offset for a new group, and allow a long poll interval because a
     handler never holds long work. An `urgent` consumer (a run waits on it) fetches with the
     short wait of `KafkaFetch`; a `background` one (nothing waits on it) the long
-    `BACKGROUND_FETCH_WAIT_MS`.
+    `BACKGROUND_FETCH_WAIT_MS`. Partitions are spread over the group's processes before their
+    consumers (`assignor.SpreadAssignor`).
     """
     wait = FETCH_MAX_WAIT_MS
     if urgent:
@@ -215,6 +217,7 @@ def subscriber_options(
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 3_000,
         "fetch_max_wait_ms": wait,
+        "partition_assignment_strategy": assignor.STRATEGY,
         "decoder": _the_message,
         "listener": _membership(),
     }

@@ -1,0 +1,94 @@
+"""A partition assignor that spreads a group's partitions over its processes first.
+
+A tool-executor runs several consumers in one process (`workers`), all with the same client
+id, so the broker names them `tool-executor-<uuid>`. Kafka's round-robin assignor deals the
+partitions over the member ids in sorted order: with four partitions and two processes of
+four consumers each, the first four ids in that order all belong to one process in 2 of 70
+draws, and the other process then gets nothing until the next rebalance. Scaling the
+executors out would not spread their work.
+
+Here each member says which process it is in (the member metadata's user data), and the
+partitions are dealt over the processes in turn: the first consumer of every process, then
+the second of every process, and so on. Each process gets its share whenever there are at
+least as many partitions as processes, and within a process they go to different consumers.
+
+Every member offers this assignor first and round robin second. The broker picks a protocol
+that every member offers, so a group that still has members of an older release (round robin
+only) keeps working during a rolling update, with round robin until they are gone.
+"""
+
+import itertools
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+
+PROCESS = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}".encode()
+"""This process, as its consumers tell the group (the uuid: a pid can recur in a new pod)."""
+
+
+class SpreadAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Deal partitions over processes in turn, then over each process's consumers."""
+
+    name = "threadbus-spread"
+    version = 0
+
+    @classmethod
+    def assign(
+        cls,
+        cluster: ClusterMetadata,
+        members: Mapping[str, ConsumerProtocolMemberMetadata],
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        """Every partition of the subscribed topics, to a member subscribed to its topic."""
+        by_process: dict[bytes, list[str]] = defaultdict(list)
+        for member_id in sorted(members):
+            # A member without user data (another client) counts as a process of its own.
+            by_process[members[member_id].user_data or member_id.encode()].append(member_id)
+        columns = [by_process[process] for process in sorted(by_process)]
+        order = [
+            member
+            for row in itertools.zip_longest(*columns)
+            for member in row
+            if member is not None
+        ]
+        topics = sorted({topic for m in members.values() for topic in m.subscription})
+        dealt: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        turn = 0
+        for topic in topics:
+            subscribed = [m for m in order if topic in members[m].subscription]
+            for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+                # `turn` runs on across topics, so single-partition topics spread too.
+                member = subscribed[turn % len(subscribed)]
+                dealt[member][topic].append(partition)
+                turn += 1
+        return {
+            member_id: ConsumerProtocolMemberAssignment(
+                cls.version, sorted(dealt[member_id].items()), b""
+            )
+            for member_id in members
+        }
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        """The subscription, and this process in the user data."""
+        return ConsumerProtocolMemberMetadata(cls.version, list(topics), PROCESS)
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        """Nothing is kept between assignments."""
+
+
+STRATEGY: tuple[type[AbstractPartitionAssignor], ...] = (
+    SpreadAssignor,
+    RoundRobinPartitionAssignor,
+)
+"""What every consumer offers its group, preferred first."""
