@@ -98,7 +98,7 @@ def test_s22_queued_while_the_worker_is_paused_then_completed(
     client: OpenAI, model: ScriptedModelServer, system: System
 ) -> None:
     """22: worker paused → retrieve keeps returning queued; resumed → in_progress, completed."""
-    model.script("s22 question", reply="s22 answer", delay_s=1.0)
+    model.script("s22 question", reply="s22 answer", delay_s=3.0)  # in progress while looked at
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "s22 question"}])
     with paused(system):
@@ -262,8 +262,9 @@ def test_s27_an_active_run_locks_the_thread(
     client: OpenAI, model: ScriptedModelServer, system: System
 ) -> None:
     """27: while a run is queued/in_progress/requires_action, new runs and messages are 400."""
+    # The model holds the first turn, so the run is in progress while it is looked at.
     model.script("s27 question", tool_calls=[{"name": "s27_lookup", "arguments": "{}"}],
-                 delay_s=1.5)  # fmt: skip
+                 delay_s=3.0)  # fmt: skip
     model.script("s27 output", reply="s27 answer")
     assistant = client.beta.assistants.create(
         model="gpt-4o",

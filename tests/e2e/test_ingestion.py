@@ -182,6 +182,8 @@ def test_indexer_killed_mid_file_resumes_and_indexes_once(
 def test_two_indexers_share_one_stores_files(client: OpenAI, system: System) -> None:
     second = system.spawn("file_indexer", label="file_indexer-2")
     try:
+        # Both are ready before the files come, or the first can index all of them alone.
+        wait_until(lambda: system.ready("file_indexer-2"), timeout=90)
         texts = {f"doc{n}.txt": (f"Shared work item {n}. " * 60).encode() for n in range(12)}
         store_id, ids = _store_with(client, texts)
         assert client.vector_stores.retrieve(store_id).file_counts.completed == 12

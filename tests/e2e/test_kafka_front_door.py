@@ -215,7 +215,7 @@ def test_message_during_an_active_run_is_folded_into_the_next_run(
 def test_cancel_run_event(
     tap: KafkaTap, tutor: str, model: ScriptedModelServer, client: OpenAI
 ) -> None:
-    model.script("cancel me over kafka", reply="never seen", delay_s=5)
+    model.script("cancel me over kafka", reply="never seen", delay_s=30)
     thread_id = new_thread_id()
     tap.publish(user_message(thread_id, tutor, "cancel me over kafka"), key=thread_id)
     model.wait_for_request("cancel me over kafka", timeout=30)
@@ -228,7 +228,7 @@ def test_cancel_run_event(
     tap.publish(order, key=thread_id)
     cancelled = wait_until(
         lambda: [e for e in tap.events(thread_id) if e["type"] == "thread.run.cancelled"],
-        timeout=10,
+        timeout=30,
     )[0]
     kinds = types(tap.events(thread_id))
     assert kinds.index("thread.run.cancelling") < kinds.index("thread.run.cancelled")

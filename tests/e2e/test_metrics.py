@@ -51,7 +51,8 @@ def test_metrics_move_as_runs_go_through_the_model_a_tool_a_stream_and_the_dlq(
 
     # A run that calls a server-side function, then answers slowly, streamed.
     model.script("metered weather", tool_calls=[call("lookup_weather", city="Tromsø")])
-    model.script("sunny in Tromsø", reply="Sunny, metered and slow.", chunk_delay_s=0.2)
+    model.script("sunny in Tromsø", reply="Sunny, metered and slow. " * 5, chunk_delay_s=0.2)
+    # (twenty words, four seconds: the stream is still open when the scrape during it returns)
     assistant = client.beta.assistants.create(
         model="gpt-4o", tools=[function_tool("lookup_weather")]
     )  # type: ignore[misc]

@@ -31,8 +31,8 @@ def _bells(system: System) -> list[int]:
 def test_a_stream_sleeps_while_the_model_thinks_and_wakes_for_the_answer(
     client: OpenAI, model: ScriptedModelServer, system: System, assistant_id: str
 ) -> None:
-    # Three words 0.7 s apart after 2 s of thought: the stream sleeps between its commits.
-    model.script("think first", reply="Thought it over.", delay_s=2.0, chunk_delay_s=0.7)
+    # Three words 0.7 s apart after 6 s of thought: the stream sleeps between its commits.
+    model.script("think first", reply="Thought it over.", delay_s=6.0, chunk_delay_s=0.7)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "think first"}])
     names: list[str] = []
     text = ""
@@ -40,8 +40,8 @@ def test_a_stream_sleeps_while_the_model_thinks_and_wakes_for_the_answer(
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant_id) as stream:
         for event in stream:
             names.append(event.event)
-            if event.event == "thread.run.in_progress":  # the model is thinking for 2 s
-                slept = wait_until(lambda: _sleeping(system), timeout=1.8)
+            if event.event == "thread.run.in_progress":  # the model is thinking for 6 s
+                slept = wait_until(lambda: _sleeping(system), timeout=4)
                 asleep = scrape(system, "api")
             if event.event == "thread.message.delta":
                 text += event.data.delta.content[0].text.value  # type: ignore[index, union-attr]
