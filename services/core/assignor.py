@@ -12,9 +12,9 @@ partitions are dealt over the processes in turn: the first consumer of every pro
 the second of every process, and so on. Each process gets its share whenever there are at
 least as many partitions as processes, and within a process they go to different consumers.
 
-Every member offers this assignor first and round robin second. The broker picks a protocol
-that every member offers, so a group that still has members of an older release (round robin
-only) keeps working during a rolling update, with round robin until they are gone.
+Every member offers this assignor first and round robin second, so a member of this release
+joins a group whose members offer round robin only (an older release, during a rolling
+update), and the group keeps round robin until they are gone.
 """
 
 import itertools

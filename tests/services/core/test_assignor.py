@@ -1,14 +1,18 @@
 """The group's partitions are spread over its processes before their consumers."""
 
+import asyncio
 import random
 import uuid
 from collections import Counter
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from services.core.assignor import SpreadAssignor
+from services.core.assignor import STRATEGY, SpreadAssignor
+from tests.system import Infrastructure
 
 
 class Cluster(ClusterMetadata):  # type: ignore[misc]
@@ -75,3 +79,49 @@ def test_each_partition_goes_once_to_a_subscribed_member() -> None:
     for topic, _, member in given:
         assert topic in metadata[member].subscription
     assert any(m == "other-client" for _, _, m in given)
+
+
+async def test_a_member_of_this_release_joins_a_group_of_an_older_one(
+    infra: Infrastructure,
+) -> None:
+    """A rolling update on the real broker: a member offering round robin only (a release
+    before the spread assignor) holds the group, then one of this release joins; the group
+    forms on round robin and both get partitions."""
+    topic = f"assignor-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    group = f"group-{topic}"
+    members = [
+        AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=infra.bootstrap,
+            group_id=group,
+            partition_assignment_strategy=strategy,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=500,
+        )
+        for strategy in ((RoundRobinPartitionAssignor,), STRATEGY)
+    ]
+    try:
+        for member in members:
+            await member.start()
+
+        def held() -> list[set[TopicPartition]]:
+            return [member.assignment() for member in members]
+
+        async def split() -> list[set[TopicPartition]]:
+            for _ in range(300):  # 60 s
+                if all(held()) and len(set().union(*held())) == 4:
+                    return held()
+                await asyncio.sleep(0.2)
+            raise TimeoutError(f"the group did not share the partitions: {held()}")
+
+        assignment = await split()
+        assert sum(len(part) for part in assignment) == 4
+    finally:
+        for member in members:
+            await member.stop()
