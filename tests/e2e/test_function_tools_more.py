@@ -29,14 +29,14 @@ def test_a_run_left_in_requires_action_expires(
 ) -> None:
     port = free_port()
     short = system.spawn("api", label="api-short-expiry", THREADBUS_API_PORT=str(port),
-                         THREADBUS_RUN_EXPIRES_SECONDS="3")  # fmt: skip
+                         THREADBUS_RUN_EXPIRES_SECONDS="6")  # fmt: skip
     try:
         impatient = client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
         wait_until(lambda: _answers(impatient), timeout=30)
         model.script("expire me", tool_calls=[call("get_weather", city="Nowhere")])
         assistant, thread, run = _asking_for_weather(impatient, "expire me")
         assert run.expires_at is not None
-        assert run.expires_at - run.created_at == 3
+        assert run.expires_at - run.created_at == 6
         expired = wait_until(
             lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status
             == "expired" and r, timeout=30,
@@ -220,7 +220,9 @@ def test_a_result_delivered_twice_is_stored_once(
         tap.publish(json.loads(result.model_dump_json()), key=thread.id, topic=topics.TOOL_RESULTS)
     done = wait_until(lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id))
                       .status == "completed" and r, timeout=30)  # fmt: skip
-    time.sleep(1)  # the executor's own result has arrived by now (the handler took 3 s)
+    # The second result and the executor's own (its handler took 3 s) were both turned away.
+    turned_away = f"result for {run.id}/{call_id} not stored"
+    wait_until(lambda: system.log("run_poller").count(turned_away) >= 2, timeout=30)
     stored = system.sql("SELECT output FROM tool_calls WHERE id = $1", call_id)[0]["output"]
     assert stored == "one"
     reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]

@@ -39,7 +39,7 @@ def test_plain_run_streams_token_by_token(
     client: OpenAI, model: ScriptedModelServer, assistant_id: str
 ) -> None:
     answer = "one two three four five six seven eight nine ten"
-    model.script("count to ten", reply=answer, chunk_delay_s=0.06)
+    model.script("count to ten", reply=answer, chunk_delay_s=0.15)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "count to ten"}])
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant_id) as stream:
         names = [event.event for event in stream]

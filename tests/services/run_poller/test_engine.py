@@ -157,7 +157,7 @@ async def test_a_turn_that_waited_for_a_slot_reads_its_messages_again(
 ) -> None:
     # The claim reads the thread's messages; a run claimed while every slot is busy waits for
     # one, and a message deleted meanwhile must not reach the model.
-    model.script("hold the slot", reply="done", delay_s=1.0)
+    model.script("hold the slot", reply="done", delay_s=3.0)
     client = ModelClient(base_url=model.base_url, api_key="k")
     engine = Engine(pool, client, settings(infra, database_url).model_copy(
         update={"max_concurrent_runs": 1}), "one-slot")  # fmt: skip
@@ -168,7 +168,8 @@ async def test_a_turn_that_waited_for_a_slot_reads_its_messages_again(
             conn, waiter.thread_id, MessageCreate(role="user", content="drop this")
         )
     assert await engine.offer(holder.id)
-    await asyncio.sleep(0.2)  # the holder's turn has the slot and waits on the model
+    # The holder's turn has the slot and waits on the model (3 s).
+    await asyncio.to_thread(model.wait_for_request, "hold the slot", timeout=15)
     assert await engine.offer(waiter.id)  # claimed, and waiting for the slot
     async with pool.acquire() as conn:
         gone = await conn.execute(
@@ -190,12 +191,13 @@ async def test_a_message_folded_while_the_run_ended_starts_the_next_run(
     # statement of its own. An intake that holds the thread while the run ends, and folds a
     # message into the next run, commits after the end's statement began: the end must still
     # see the flag (a row locked FOR UPDATE is read at its latest version) and start that run.
-    model.script("end while folded", reply="done", delay_s=0.5)
+    model.script("end while folded", reply="done", delay_s=3.0)
     client = ModelClient(base_url=model.base_url, api_key="k")
     engine = Engine(pool, client, settings(infra, database_url), "fold-race")
     run = await queue_run(pool, "end while folded")
     assert await engine.offer(run.id)
-    await asyncio.sleep(0.1)  # the turn waits on the model (0.5 s)
+    # The turn waits on the model (3 s): the thread is locked before the run can end.
+    await asyncio.to_thread(model.wait_for_request, "end while folded", timeout=15)
     intake = await pool.acquire()
     folding = intake.transaction()
     await folding.start()
