@@ -9,15 +9,22 @@ executors out would not spread their work.
 
 Here each member says which process it is in (the member metadata's user data), and the
 partitions are dealt over the processes in turn: the first consumer of every process, then
-the second of every process, and so on. Each process gets its share whenever there are at
-least as many partitions as processes, and within a process they go to different consumers.
+the second of every process, and so on. With one subscribed topic, as every Threadbus group
+has, each process gets its share whenever there are at least as many partitions as
+processes, and within a process they go to different consumers.
 
-Every member offers this assignor first and round robin second, so a member of this release
-joins a group whose members offer round robin only (an older release, during a rolling
-update), and the group keeps round robin until they are gone.
+It is offered under round robin's protocol name, `roundrobin`, and is the only assignor
+offered. Whichever member the broker makes the group's leader deals the partitions, and both
+deal a valid assignment in the same format (round robin ignores the user data), so members of
+an older release that offer round robin, during a rolling update or after a rollback, share a
+group with these in either order. Offering a second assignor instead would cost every join two
+JoinGroup requests (aiokafka sends one per assignor it adds, aio-libs/aiokafka#1168; on Kafka
+that is a second rebalance), and the embedded broker keeps a group's first protocol for as
+long as it runs and refuses members that do not offer it.
 """
 
 import itertools
+import logging
 import os
 import socket
 import uuid
@@ -26,11 +33,12 @@ from collections.abc import Iterable, Mapping
 
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
+
+log = logging.getLogger(__name__)
 
 PROCESS = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}".encode()
 """This process, as its consumers tell the group (the uuid: a pid can recur in a new pod)."""
@@ -39,7 +47,7 @@ PROCESS = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}".encode(
 class SpreadAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     """Deal partitions over processes in turn, then over each process's consumers."""
 
-    name = "threadbus-spread"
+    name = "roundrobin"  # see the module's docstring
     version = 0
 
     @classmethod
@@ -65,7 +73,11 @@ class SpreadAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         turn = 0
         for topic in topics:
             subscribed = [m for m in order if topic in members[m].subscription]
-            for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+            partitions = cluster.partitions_for_topic(topic)
+            if partitions is None:
+                log.warning("no partition metadata for topic %s", topic)
+                continue
+            for partition in sorted(partitions):
                 # `turn` runs on across topics, so single-partition topics spread too.
                 member = subscribed[turn % len(subscribed)]
                 dealt[member][topic].append(partition)
@@ -87,8 +99,5 @@ class SpreadAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         """Nothing is kept between assignments."""
 
 
-STRATEGY: tuple[type[AbstractPartitionAssignor], ...] = (
-    SpreadAssignor,
-    RoundRobinPartitionAssignor,
-)
-"""What every consumer offers its group, preferred first."""
+STRATEGY: tuple[type[AbstractPartitionAssignor], ...] = (SpreadAssignor,)
+"""What every consumer offers its group."""

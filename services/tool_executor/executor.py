@@ -61,13 +61,17 @@ class Executor:
                 CONSUMER,
                 key,
             )
-        if recorded is None or recorded["answered"]:
-            return  # the run is gone, or the result is recorded: never recompute it
+        if recorded is None:
+            return  # the run is gone
+        if recorded["answered"]:  # never recompute a recorded result
+            log.info("call %s is answered; not running it again", key)
+            return
         if recorded["handler"] != "server" or not recorded["waiting"]:
             log.warning("call %s is not a server-side call its run waits for; not running it", key)
             return
         if recorded["published"]:
-            return  # the result is on its way to the run-poller
+            log.info("call %s has its result on the way; not running it again", key)
+            return
         # What runs is what the model asked for, as the run-poller stored it: a record names
         # the call, and nothing it says about the function or its arguments is trusted.
         order = order.model_copy(update={

@@ -25,11 +25,12 @@ class Cluster(ClusterMetadata):  # type: ignore[misc]
 
 
 def _members(
-    processes: int, consumers: int, topics: list[str], rng: random.Random
+    processes: int, consumers: int, topics: list[str], rng: random.Random, *, first: int = 0
 ) -> dict[str, tuple[str, ConsumerProtocolMemberMetadata]]:
-    """Member id -> (its process, its metadata), ids as the broker makes them."""
+    """Member id -> (its process, its metadata), ids as the broker makes them; the processes
+    are numbered from `first`."""
     members = {}
-    for p in range(processes):
+    for p in range(first, first + processes):
         for _ in range(consumers):
             member_id = f"tool-executor-{uuid.UUID(int=rng.getrandbits(128))}"
             members[member_id] = (
@@ -40,10 +41,15 @@ def _members(
 
 
 def _per_process(assigner: type, members: dict, cluster: Cluster) -> Counter[str]:
+    """How many partitions each process that holds some holds; with no more partitions than
+    consumers, each of a process's consumers holds at most one (checked for the spread)."""
     dealt = assigner.assign(cluster, {m: meta for m, (_, meta) in members.items()})
     held: Counter[str] = Counter()
     for member_id, assignment in dealt.items():
-        held[members[member_id][0]] += sum(len(ps) for _, ps in assignment.assignment)
+        count = sum(len(ps) for _, ps in assignment.assignment)
+        if assigner is SpreadAssignor and sum(cluster.counts.values()) <= len(members):
+            assert count <= 1, f"{member_id} holds {count} while another consumer idles"
+        held[members[member_id][0]] += count
     return +held  # the processes that hold something
 
 
@@ -67,7 +73,7 @@ def test_every_process_gets_its_share_whatever_the_member_ids() -> None:
 
 def test_each_partition_goes_once_to_a_subscribed_member() -> None:
     rng = random.Random(11)
-    members = _members(2, 2, ["a"], rng) | _members(1, 2, ["a", "b"], rng)
+    members = _members(2, 2, ["a"], rng) | _members(1, 2, ["a", "b"], rng, first=2)
     metadata = {m: meta for m, (_, meta) in members.items()}
     metadata["other-client"] = ConsumerProtocolMemberMetadata(0, ["b"], b"")  # no process
     dealt = SpreadAssignor.assign(Cluster({"a": 6, "b": 3}), metadata)
@@ -79,49 +85,61 @@ def test_each_partition_goes_once_to_a_subscribed_member() -> None:
     for topic, _, member in given:
         assert topic in metadata[member].subscription
     assert any(m == "other-client" for _, _, m in given)
+    # Three processes and the other client: each holds some of what it subscribed to.
+    assert {members[m][0] if m in members else m for _, _, m in given} == {
+        "p0",
+        "p1",
+        "p2",
+        "other-client",
+    }
 
 
-async def test_a_member_of_this_release_joins_a_group_of_an_older_one(
+async def test_members_of_an_older_release_share_the_group_in_either_order(
     infra: Infrastructure,
 ) -> None:
-    """A rolling update on the real broker: a member offering round robin only (a release
-    before the spread assignor) holds the group, then one of this release joins; the group
-    forms on round robin and both get partitions."""
+    """On the real broker: a member offering aiokafka's round robin (a release before the
+    spread assignor) and one of this release share a group, whichever came first (a rolling
+    update, then a rollback); each holds some partitions, and each partition one of them."""
+    for older_first in (True, False):
+        await _share(infra.bootstrap, older_first=older_first)
+
+
+async def _share(bootstrap: str, *, older_first: bool) -> None:
     topic = f"assignor-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
     finally:
         await admin.close()
-    group = f"group-{topic}"
+    strategies = [(RoundRobinPartitionAssignor,), STRATEGY]
+    if not older_first:
+        strategies.reverse()
     members = [
         AIOKafkaConsumer(
             topic,
-            bootstrap_servers=infra.bootstrap,
-            group_id=group,
+            bootstrap_servers=bootstrap,
+            group_id=f"group-{topic}",
             partition_assignment_strategy=strategy,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=500,
         )
-        for strategy in ((RoundRobinPartitionAssignor,), STRATEGY)
+        for strategy in strategies
     ]
     try:
-        for member in members:
+        for member in members:  # start() returns once the member has joined
             await member.start()
 
         def held() -> list[set[TopicPartition]]:
             return [member.assignment() for member in members]
 
-        async def split() -> list[set[TopicPartition]]:
-            for _ in range(300):  # 60 s
-                if all(held()) and len(set().union(*held())) == 4:
-                    return held()
-                await asyncio.sleep(0.2)
+        for _ in range(300):  # 60 s
+            if all(held()) and len(set().union(*held())) == 4:
+                break
+            await asyncio.sleep(0.2)
+        else:
             raise TimeoutError(f"the group did not share the partitions: {held()}")
-
-        assignment = await split()
-        assert sum(len(part) for part in assignment) == 4
+        assert sum(len(part) for part in held()) == 4
     finally:
         for member in members:
             await member.stop()
