@@ -9,7 +9,8 @@ executors out would not spread their work.
 
 Here each member says which process it is in (the member metadata's user data), and the
 partitions are dealt over the processes in turn: the first consumer of every process, then
-the second of every process, and so on. With one subscribed topic, as every Threadbus group
+the second of every process, and so on, the processes taken in the order of a hash of their
+identity (not their age; see `assign`). With one subscribed topic, as every Threadbus group
 has, each process gets its share whenever there are at least as many partitions as
 processes, and within a process they go to different consumers.
 
@@ -30,6 +31,7 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from hashlib import sha256
 
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
@@ -61,7 +63,11 @@ class SpreadAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         for member_id in sorted(members):
             # A member without user data (another client) counts as a process of its own.
             by_process[members[member_id].user_data or member_id.encode()].append(member_id)
-        columns = [by_process[process] for process in sorted(by_process)]
+        # Processes in an order that has nothing to do with their age: in host/pid order the
+        # second-oldest process got the second partition, and when a process has just been
+        # killed and replaced (its member lingers for a session timeout) that is the dead one,
+        # rebalance after rebalance (a chaos test saw a partition unread for four minutes).
+        columns = [by_process[p] for p in sorted(by_process, key=lambda p: sha256(p).digest())]
         order = [
             member
             for row in itertools.zip_longest(*columns)

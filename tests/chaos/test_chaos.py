@@ -161,19 +161,22 @@ def test_runs_survive_killed_services_and_a_postgres_restart(
 
     started = time.monotonic()
     chaos.start()
-    with ThreadPoolExecutor(KAFKA_THREADS + FUNCTION_THREADS + STREAMING_THREADS) as pool:
-        jobs = [pool.submit(kafka_thread, plain, "hello") for _ in range(KAFKA_THREADS)]
-        jobs += [pool.submit(kafka_thread, weather, "weather in") for _ in range(FUNCTION_THREADS)]
-        jobs += [pool.submit(streaming_thread) for _ in range(STREAMING_THREADS)]
-        wait_until(lambda: progress.finished() >= 150, timeout=400, interval=0.5)
-        chaos.restart_postgres()  # under load: half the runs are done, the rest in flight
-        for job in jobs:
-            job.result(timeout=600)
-    chaos.stop()
-    elapsed = time.monotonic() - started
-    tap.stop()
-    progress.stop()
-    api.close()
+    try:  # a failure must not leave the chaos thread restarting services for the next tests
+        with ThreadPoolExecutor(KAFKA_THREADS + FUNCTION_THREADS + STREAMING_THREADS) as pool:
+            jobs = [pool.submit(kafka_thread, plain, "hello") for _ in range(KAFKA_THREADS)]
+            jobs += [pool.submit(kafka_thread, weather, "weather in")
+                     for _ in range(FUNCTION_THREADS)]  # fmt: skip
+            jobs += [pool.submit(streaming_thread) for _ in range(STREAMING_THREADS)]
+            wait_until(lambda: progress.finished() >= 150, timeout=400, interval=0.5)
+            chaos.restart_postgres()  # under load: half the runs are done, the rest in flight
+            for job in jobs:
+                job.result(timeout=600)
+    finally:
+        chaos.stop()
+        elapsed = time.monotonic() - started
+        tap.stop()
+        progress.stop()
+        api.close()
 
     runs = asyncio.run(_rows(system.infra.database_url))
     total = (KAFKA_THREADS + FUNCTION_THREADS + STREAMING_THREADS) * TURNS

@@ -143,3 +143,26 @@ async def _share(bootstrap: str, *, older_first: bool) -> None:
     finally:
         for member in members:
             await member.stop()
+
+
+def test_a_just_replaced_process_is_not_dealt_the_same_partition_every_time() -> None:
+    """A survivor, a process just killed (its member lingers until its session times out) and
+    its replacement, with pids in the order they started: the dead one must not hold the same
+    partition in every such rebalance (in host/pid order it held partition 1 each time)."""
+    rng = random.Random(5)
+    dead_held: Counter[int] = Counter()
+    for _ in range(200):
+        pids = sorted(rng.sample(range(10_000, 99_999), 3))  # survivor, dead, replacement
+        members = {
+            f"run-poller-{uuid.UUID(int=rng.getrandbits(128))}": ConsumerProtocolMemberMetadata(
+                0, ["results"], f"host/{pid}/{rng.getrandbits(32):08x}".encode()
+            )
+            for pid in pids
+        }
+        dead = sorted(members, key=lambda m: members[m].user_data)[1]
+        dealt = SpreadAssignor.assign(Cluster({"results": 4}), members)
+        for _, partitions in dealt[dead].assignment:
+            dead_held.update(partitions)
+    # Each partition is the dead member's in about a third of the rounds, none in all.
+    assert set(dead_held) == {0, 1, 2, 3}
+    assert max(dead_held.values()) < 150
