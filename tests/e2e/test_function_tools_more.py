@@ -132,7 +132,15 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
 ) -> None:
     second = system.spawn("tool_executor", label="tool-executor-2")
     try:
-        wait_until(lambda: _split(system, "tool_executor", "tool-executor-2"), timeout=90)
+        try:
+            wait_until(lambda: _split(system, "tool_executor", "tool-executor-2"), timeout=90)
+        except TimeoutError:  # say who held what, and when, in the CI log
+            logged = [line for label in ("tool_executor", "tool-executor-2")
+                      for line in system.log(label).splitlines()[-40:]
+                      if "assigned to partitions" in line or "rebalanc" in line]  # fmt: skip
+            raise TimeoutError(
+                "the executors did not split the partitions:\n" + "\n".join(logged)
+            ) from None
         await wait_for_handlers(system, "slow_echo")
         assistant = client.beta.assistants.create(
             model="gpt-4o", tools=[function_tool("slow_echo")]
