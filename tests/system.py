@@ -189,10 +189,8 @@ class System:
                 self.ready(label) for label in pollers
             )
 
-        try:
-            wait_until(ready, timeout=timeout, interval=0.2)
-        except TimeoutError:
-            raise TimeoutError(f"the system did not get ready: {self.diagnose()}") from None
+        wait_until(ready, timeout=timeout, interval=0.2,
+                   explain=lambda: f"the system did not get ready: {self.diagnose()}")  # fmt: skip
 
     def ready(self, label: str) -> bool:
         """The worker process under `label` answers its own /readyz: every consumer it has has
@@ -281,15 +279,22 @@ def answers(url: str) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1) -> Any:
-    """Poll until `predicate()` is truthy; returns its value or raises TimeoutError."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30,
+    interval: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll until `predicate()` is truthy; returns its value or raises TimeoutError, whose
+    message ends with what `explain()` says about the state it was left in."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
+            why = explain() if explain else "no explanation given"
+            raise TimeoutError(f"condition not met in {timeout:g} s: {why}")
         time.sleep(interval)
 
 

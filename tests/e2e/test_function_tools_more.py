@@ -132,15 +132,9 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
 ) -> None:
     second = system.spawn("tool_executor", label="tool-executor-2")
     try:
-        try:
-            wait_until(lambda: _split(system, "tool_executor", "tool-executor-2"), timeout=90)
-        except TimeoutError:  # say who held what, and when, in the CI log
-            logged = [line for label in ("tool_executor", "tool-executor-2")
-                      for line in system.log(label).splitlines()[-40:]
-                      if "assigned to partitions" in line or "rebalanc" in line]  # fmt: skip
-            raise TimeoutError(
-                "the executors did not split the partitions:\n" + "\n".join(logged)
-            ) from None
+        executors = ("tool_executor", "tool-executor-2")
+        wait_until(lambda: _split(system, *executors), timeout=90,
+                   explain=lambda: _who_held_what(system, *executors))  # fmt: skip
         await wait_for_handlers(system, "slow_echo")
         assistant = client.beta.assistants.create(
             model="gpt-4o", tools=[function_tool("slow_echo")]
@@ -201,6 +195,17 @@ def _assignment(log: str) -> set[str]:
         if found and ("threadbus.tool_calls" in line or found.group(2) == "()"):
             latest[found.group(1)] = found.group(2)
     return {p for held in latest.values() for p in re.findall(r"partition=(\d+)", held)}
+
+
+def _who_held_what(system: System, *labels: str) -> str:
+    """The assignments the processes logged last and what their Kafka clients said meanwhile
+    (rebalances, commits refused for an old generation, requests timed out), with times."""
+    logged = []
+    for label in labels:
+        lines = [line for line in system.log(label).splitlines()
+                 if "assigned to partitions" in line or " aiokafka" in line]  # fmt: skip
+        logged += [f"{label}: {line}" for line in lines[-40:]]
+    return "the processes did not split the partitions:\n" + "\n".join(logged)
 
 
 def _split(system: System, *labels: str) -> bool:

@@ -38,11 +38,11 @@ def exported(
         seen = Counter((s.service, s.name) for s in spans)
         return spans if not wanted - seen else None
 
-    try:
-        return wait_until(arrived, timeout=30)  # type: ignore[no-any-return]
-    except TimeoutError:
+    def missing() -> str:
         seen = Counter((s.service, s.name) for s in collector.spans(trace_id))
-        raise AssertionError(f"missing {wanted - seen}; exported {seen}") from None
+        return f"missing {wanted - seen}; exported {seen}"
+
+    return wait_until(arrived, timeout=30, explain=missing)  # type: ignore[no-any-return]
 
 
 def _connected(spans: list[Span], caller: str) -> None:
@@ -154,10 +154,10 @@ def test_an_archived_batch_links_every_trace_it_carries(
     def all_linked() -> bool:
         return wanted <= {link for span in linked() for link in span.links}
 
-    try:
-        wait_until(all_linked, timeout=20)
-    except TimeoutError:
+    def unlinked() -> str:
         seen = {link for span in linked() for link in span.links}
-        raise AssertionError(f"{len(wanted - seen)} of 300 traces not linked") from None
+        return f"{len(wanted - seen)} of 300 traces not linked"
+
+    wait_until(all_linked, timeout=20, explain=unlinked)
     # The case the test is for happened: a batch carried more than 128 of them.
     assert max(len(wanted & set(span.links)) for span in linked()) > 128
