@@ -293,7 +293,10 @@ def wait_until(
         if value:
             return value
         if time.monotonic() > deadline:
-            why = explain() if explain else "no explanation given"
+            try:
+                why = explain() if explain else "no explanation given"
+            except Exception as exc:  # the timeout is the failure; keep it in view
+                why = f"(the explanation failed: {exc!r})"
             raise TimeoutError(f"condition not met in {timeout:g} s: {why}")
         time.sleep(interval)
 

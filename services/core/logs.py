@@ -103,3 +103,7 @@ def configure(service: str, level: str = "INFO", fmt: LogFormat = "text") -> Non
             foreign.removeHandler(old)
         foreign.propagate = True
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Group membership at INFO (unless the process logs less): joins with their generations and
+    # the partitions revoked, a few lines a rebalance, tell a slow rebalance apart.
+    membership = max(logging.INFO, logging.getLogger().level)
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(membership)

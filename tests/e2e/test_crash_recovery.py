@@ -116,7 +116,7 @@ def test_a_run_poller_stopping_hands_its_runs_over_at_once(
         # one is stopped. (Stopping it while they join can wedge the embedded broker's group
         # for good when an earlier test's killed member has not expired yet; see the README.)
         wait_until(lambda: all(system.ready(label) for label in ("poller-a", "poller-b")),
-                   timeout=90)  # fmt: skip
+                   timeout=90, explain=system.diagnose)  # fmt: skip
         system.services["run_poller"].stop()
         words = " ".join(f"w{i}" for i in range(400))
         model.script("hand me over", reply=words, chunk_delay_s=0.1, times=1)  # 40 s of tokens

@@ -135,6 +135,8 @@ async def test_two_executors_share_the_calls_and_each_runs_once(
         executors = ("tool_executor", "tool-executor-2")
         wait_until(lambda: _split(system, *executors), timeout=90,
                    explain=lambda: _who_held_what(system, *executors))  # fmt: skip
+        # Joins are logged with their generation: what that explanation shows of a slow one.
+        assert "Joined group 'tool-executor' (generation " in system.log("tool-executor-2")
         await wait_for_handlers(system, "slow_echo")
         assistant = client.beta.assistants.create(
             model="gpt-4o", tools=[function_tool("slow_echo")]
@@ -197,14 +199,20 @@ def _assignment(log: str) -> set[str]:
     return {p for held in latest.values() for p in re.findall(r"partition=(\d+)", held)}
 
 
+_MEMBERSHIP = ("partition assignments", "assigned to partitions", " aiokafka")
+"""What a process logs about its consumers' group membership (FastStream's lines and aiokafka's)."""
+
+
 def _who_held_what(system: System, *labels: str) -> str:
     """The assignments the processes logged last and what their Kafka clients said meanwhile
     (rebalances, commits refused for an old generation, requests timed out), with times."""
     logged = []
     for label in labels:
-        lines = [line for line in system.log(label).splitlines()
-                 if "assigned to partitions" in line or " aiokafka" in line]  # fmt: skip
-        logged += [f"{label}: {line}" for line in lines[-40:]]
+        log = system.log(label)
+        since_start = log[max(log.rfind("FastStream app starting"), 0) :]
+        lines = [line for line in since_start.splitlines()
+                 if any(about in line for about in _MEMBERSHIP)]  # fmt: skip
+        logged += [f"{label}: {line}" for line in lines[-60:]]
     return "the processes did not split the partitions:\n" + "\n".join(logged)
 
 

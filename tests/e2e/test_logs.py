@@ -54,7 +54,7 @@ def test_json_lines_when_asked_carry_the_run_and_thread(
 ) -> None:
     poller = system.spawn("run_poller", label="run_poller_json", THREADBUS_LOG_FORMAT="json")
     try:
-        wait_until(lambda: system.ready("run_poller_json"), timeout=90)
+        wait_until(lambda: system.ready("run_poller_json"), timeout=90, explain=system.diagnose)
         system.services["run_poller"].kill()  # the JSON one drives the run
         run = _failing_run(client, model, "log my failure as json")
 

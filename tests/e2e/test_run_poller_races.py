@@ -26,7 +26,7 @@ from tests.system import System, partition_of, wait_until
 def second_poller(system: System) -> Iterator[ServiceProcess]:
     """One more run-poller beside the suite's, both consuming."""
     poller = system.spawn("run_poller", label="run_poller_race")
-    wait_until(lambda: system.ready("run_poller_race"), timeout=90)  # in its groups
+    wait_until(lambda: system.ready("run_poller_race"), timeout=90, explain=system.diagnose)
     try:
         yield poller
     finally:

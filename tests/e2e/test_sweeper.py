@@ -122,7 +122,7 @@ def test_a_call_whose_executor_died_is_sent_again_and_started_once_more(
     poller = system.spawn("run_poller", label="run_poller_resend",
                           THREADBUS_TOOL_WAIT_SECONDS="3")  # fmt: skip
     try:
-        wait_until(lambda: system.ready("run_poller_resend"), timeout=90)  # in its groups
+        wait_until(lambda: system.ready("run_poller_resend"), timeout=90, explain=system.diagnose)
         system.services["run_poller"].kill()
         model.script("survive the executor", tool_calls=[call("record_start", seconds=30)],
                      times=1)  # fmt: skip
@@ -155,7 +155,7 @@ def test_a_run_that_keeps_calling_tools_fails_after_max_steps(
 ) -> None:
     poller = system.spawn("run_poller", label="run_poller_steps", THREADBUS_MAX_STEPS="3")
     try:
-        wait_until(lambda: system.ready("run_poller_steps"), timeout=90)  # in its groups
+        wait_until(lambda: system.ready("run_poller_steps"), timeout=90, explain=system.diagnose)
         system.services["run_poller"].kill()
         model.script("loop forever", tool_calls=[call("lookup_weather", city="Loop")])
         model.script("sunny in Loop", tool_calls=[call("lookup_weather", city="Loop")])
