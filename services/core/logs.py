@@ -105,5 +105,14 @@ def configure(service: str, level: str = "INFO", fmt: LogFormat = "text") -> Non
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     # Group membership at INFO (unless the process logs less): joins with their generations and
     # the partitions revoked, a few lines a rebalance, tell a slow rebalance apart.
-    membership = max(logging.INFO, logging.getLogger().level)
-    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(membership)
+    membership = logging.getLogger("aiokafka.consumer.group_coordinator")
+    membership.setLevel(max(logging.INFO, logging.getLogger().level))
+    if _not_a_rebalance not in membership.filters:
+        membership.addFilter(_not_a_rebalance)
+
+
+def _not_a_rebalance(record: logging.LogRecord) -> bool:
+    """Drop "Discovered coordinator" below WARNING: every short-lived consumer that reads a
+    group's offsets (the API's lag gauge, each scrape) logs it; a lost coordinator is a
+    warning of its own."""
+    return record.levelno >= logging.WARNING or not str(record.msg).startswith("Discovered")

@@ -192,7 +192,7 @@ def _assignment(log: str) -> set[str]:
     """The partitions a process holds: the last assignment each of its consumers logged
     (since the process started: a restarted service appends to the same log)."""
     latest: dict[str, str] = {}
-    for line in log[log.rfind("FastStream app starting") :].splitlines():
+    for line in log[max(log.rfind("FastStream app starting"), 0) :].splitlines():
         found = re.search(r"Consumer (\S+) assigned to partitions: (.*)", line)
         if found and ("threadbus.tool_calls" in line or found.group(2) == "()"):
             latest[found.group(1)] = found.group(2)
@@ -212,7 +212,7 @@ def _who_held_what(system: System, *labels: str) -> str:
         since_start = log[max(log.rfind("FastStream app starting"), 0) :]
         lines = [line for line in since_start.splitlines()
                  if any(about in line for about in _MEMBERSHIP)]  # fmt: skip
-        logged += [f"{label}: {line}" for line in lines[-60:]]
+        logged += [f"{label}: {line}" for line in lines[-200:]]  # seven failed rounds fit
     return "the processes did not split the partitions:\n" + "\n".join(logged)
 
 
