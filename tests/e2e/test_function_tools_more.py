@@ -192,11 +192,17 @@ def _assignment(log: str) -> set[str]:
     """The partitions a process holds: the last assignment each of its consumers logged
     (since the process started: a restarted service appends to the same log)."""
     latest: dict[str, str] = {}
-    for line in log[max(log.rfind("FastStream app starting"), 0) :].splitlines():
+    for line in _since_start(log).splitlines():
         found = re.search(r"Consumer (\S+) assigned to partitions: (.*)", line)
         if found and ("threadbus.tool_calls" in line or found.group(2) == "()"):
             latest[found.group(1)] = found.group(2)
     return {p for held in latest.values() for p in re.findall(r"partition=(\d+)", held)}
+
+
+def _since_start(log: str) -> str:
+    """The part of a service's log written since its process last started (a restarted
+    service appends to the same file)."""
+    return log[max(log.rfind("FastStream app starting"), 0) :]
 
 
 _MEMBERSHIP = ("partition assignments", "assigned to partitions", " aiokafka")
@@ -208,9 +214,7 @@ def _who_held_what(system: System, *labels: str) -> str:
     (rebalances, commits refused for an old generation, requests timed out), with times."""
     logged = []
     for label in labels:
-        log = system.log(label)
-        since_start = log[max(log.rfind("FastStream app starting"), 0) :]
-        lines = [line for line in since_start.splitlines()
+        lines = [line for line in _since_start(system.log(label)).splitlines()
                  if any(about in line for about in _MEMBERSHIP)]  # fmt: skip
         logged += [f"{label}: {line}" for line in lines[-200:]]  # seven failed rounds fit
     return "the processes did not split the partitions:\n" + "\n".join(logged)
