@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,22 @@ class Infrastructure:
             prepare(self.database_url, self.bootstrap, int(FAST_ENGINE["THREADBUS_PARTITIONS"]))
         )
         return self
+
+    async def new_database(self, prefix: str) -> str:
+        """Create and migrate a database of its own on the session's Postgres; its URL."""
+        import asyncpg
+
+        from services.core import db
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+        url = self.database_url.rsplit("/", 1)[0] + f"/{name}"
+        await db.migrate(url)
+        return url
 
     def restart_postgres(self) -> float:
         """Stop Postgres (fast shutdown) and start it again; returns how long it was down."""

@@ -1,7 +1,6 @@
 """The engine against real Postgres, in-process: failures, retries, and no model configured."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -22,15 +21,7 @@ from tests.system import Infrastructure
 async def database_url(infra: Infrastructure) -> str:
     """A migrated database of its own: the suite's running run-pollers, woken by NOTIFY the
     moment a run is queued, would otherwise claim these runs before the engine under test."""
-    name = f"engine_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    await db.migrate(url)
-    return url
+    return await infra.new_database("engine")
 
 
 @pytest.fixture
