@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,29 @@ from services.core.ids import new_id
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK = 7_411_002  # advisory lock key: one active relay, so order is the outbox's
+_FIRST_CHOICE = 7_411_003  # held shared by every first-choice relay while it runs
+HAND_OVER_CHECK_SECONDS = 5.0
+"""How often an active relay that is not a first choice asks whether one is waiting."""
+DEMOTED_SECONDS = 30.0
+"""How long a first-choice relay that failed stands back (a broken producer, say): it would
+otherwise take the lock back from a working stand-in every time it retried."""
+_FIRST_CHOICE_RUNS = (
+    "EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'"
+    " AND l.classid = 0 AND l.objid = {key} AND l.objsubid = 1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND a.query_start > now() - interval '5 seconds')"
+)
+"""A first choice runs: a session holds the shared key (a bigint advisory key shows as classid,
+its high half, objid, its low half, and objsubid 1) and sent a statement within 5 s, as a relay
+that polls or relays does every second. A frozen or cut-off process whose session lingers does
+not count, so it cannot keep every relay waiting."""
+_TAKE = "SELECT pg_try_advisory_lock($1)"
+_TAKE_UNLESS_FIRST_CHOICE = (
+    "SELECT CASE WHEN " + _FIRST_CHOICE_RUNS.format(key="$2")
+    + " THEN false ELSE pg_try_advisory_lock($1) END"
+)  # fmt: skip
+_FIRST_CHOICE_WAITING = "SELECT " + _FIRST_CHOICE_RUNS.format(key="$1")
 BATCH = 500
 CHANNEL = "threadbus_outbox"
 """What every commit that writes outbox rows notifies (the trigger of migration 0013): the relay
@@ -132,6 +156,12 @@ class Relay:
     so records leave in commit order. LISTEN/NOTIFY wakes it right after a commit; a timer
     catches anything a crash left behind.
 
+    A `first_choice` relay (the run-poller's, whose transactions write most of a run's events)
+    is preferred: the others take the lock only while no first choice runs, and an active one
+    that is not a first choice hands over (settles, lets go) when it finds one waiting, within
+    `HAND_OVER_CHECK_SECONDS`. A relay in a process that is awake anyway costs less than one in
+    a process that wakes for nothing else (ARCHITECTURE.md, "The relay runs in a run-poller").
+
     One statement per batch: it deletes what the broker took from the batch before (and
     records where runs' events begin) and reads the next. A batch shorter than the limit means
     the outbox was empty at that moment; the relay then waits for a notification instead of
@@ -145,11 +175,14 @@ class Relay:
         *,
         idle_seconds: float = 1.0,
         role: str = "relay",
+        first_choice: bool = False,
     ):
         self._dsn = dsn
         self._role = role
         self._producer = producer
         self._idle = idle_seconds
+        self._first_choice = first_choice
+        self._demoted_until = 0.0
         self._wake = asyncio.Event()
         self._sent: list[int] = []
         self._starts: list[tuple[str, str]] = []
@@ -165,10 +198,12 @@ class Relay:
                     raise
                 except (*db.ERRORS, KafkaError) as exc:
                     log.warning("outbox relay: %s; retrying in 1 s", exc)
+                    self._demoted_until = time.monotonic() + DEMOTED_SECONDS
                 except Exception:
                     # The relay is what makes every committed event leave: an unexpected
                     # error is logged with its traceback and the relay starts over.
                     log.exception("outbox relay failed; retrying in 1 s")
+                    self._demoted_until = time.monotonic() + DEMOTED_SECONDS
                 await asyncio.sleep(1.0)
         finally:
             self.alive = False
@@ -176,19 +211,22 @@ class Relay:
     async def _lead(self) -> None:
         conn = await db.connect(self._dsn, role=self._role)
         try:
-            # Another process's relay holds the lock; poll until it goes away.
-            while not await conn.fetchval(  # noqa: ASYNC110
-                "SELECT pg_try_advisory_lock($1)", _RELAY_LOCK
-            ):
-                await asyncio.sleep(self._idle)
+            first = await self._take(conn)
             await conn.add_listener(CHANNEL, self._on_notify)
             log.info("outbox relay active")
+            asked = time.monotonic()
             while True:
                 self._wake.clear()
                 if await self._drain(conn) == BATCH:
                     continue  # more is waiting
                 if self._sent and not await self._woken(SETTLE_SECONDS):
                     await self._settle(conn)
+                if not first and time.monotonic() - asked >= HAND_OVER_CHECK_SECONDS:
+                    asked = time.monotonic()
+                    if await conn.fetchval(_FIRST_CHOICE_WAITING, _FIRST_CHOICE):
+                        await self._settle(conn)
+                        log.info("outbox relay: handing over to a first-choice relay")
+                        return  # closed below: the lock goes with the session
                 if not self._wake.is_set():
                     await self._woken(self._idle)
         finally:
@@ -198,6 +236,25 @@ class Relay:
                 await asyncio.shield(asyncio.wait_for(self._settle(conn), 2))
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
+
+    async def _take(self, conn: asyncpg.Connection) -> bool:
+        """Poll until this relay holds the lock; whether it holds it as a first choice.
+
+        A first choice says so (the shared key) unless it failed lately; the others take the
+        lock only while no first choice runs.
+        """
+        announced = False
+        while True:
+            if self._first_choice and not announced and time.monotonic() >= self._demoted_until:
+                await conn.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
+                announced = True
+            if announced:
+                took = await conn.fetchval(_TAKE, _RELAY_LOCK)
+            else:
+                took = await conn.fetchval(_TAKE_UNLESS_FIRST_CHOICE, _RELAY_LOCK, _FIRST_CHOICE)
+            if took:
+                return announced
+            await asyncio.sleep(self._idle)
 
     async def _woken(self, seconds: float) -> bool:
         """Wait up to `seconds` for a notification; whether one came."""

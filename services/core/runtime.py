@@ -196,7 +196,10 @@ async def open_runtime(
     producer = bus.make_producer(settings.kafka_bootstrap_servers, settings.service_name)
     await producer.start()
     await bus.learn_topics(producer)
-    relay = Relay(settings.database_url, producer, role=f"{settings.service_name}-relay")
+    relay = Relay(
+        settings.database_url, producer, role=f"{settings.service_name}-relay",
+        first_choice=settings.relay_first_choice,
+    )  # fmt: skip
     runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay)
     owner = runtime.task_owner()
     owner.start(relay.run(), "outbox relay")

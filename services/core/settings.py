@@ -34,6 +34,10 @@ class CoreSettings(BaseSettings):
         default=600, ge=1, description="A run expires this long after it was created."
     )
     service_name: str = Field(default="threadbus", description="Names the process in logs.")
+    relay_first_choice: bool = Field(
+        default=False,
+        description="This process's outbox relay is preferred to the others (`outbox.Relay`).",
+    )
     blob_store: Literal["postgres", "s3"] = Field(
         default="postgres", description="Where file bytes live: Postgres, or an S3 bucket."
     )

@@ -11,6 +11,7 @@ class Settings(CoreSettings):
     """How the run-poller leases, sweeps and calls the model."""
 
     service_name: str = "run-poller"
+    relay_first_choice: bool = True  # its claims and turn ends write most of a run's events
     lease_seconds: float = Field(default=30.0, gt=0, description="A run's lease; renewed at 1/3.")
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     wakeup_grace_seconds: float = Field(

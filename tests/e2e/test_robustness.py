@@ -5,6 +5,7 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 from openai import OpenAI
 
 from services.core.embedded import free_port
@@ -131,3 +132,45 @@ def test_a_model_that_keeps_streaming_cannot_hold_a_run_past_expires_at(
         client.beta.threads.messages.create(thread.id, role="user", content="after expiry")
     finally:
         api.stop()
+
+
+def relay_holder(system: System) -> str:
+    """The `application_name` of the connection holding the relay's lock ('' when none)."""
+    rows = system.sql(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        _RELAY_LOCK,
+    )
+    return str(rows[0]["application_name"]) if rows else ""
+
+
+def relayed(tap: KafkaTap, client: OpenAI, text: str) -> None:
+    """A thread created through the API has its events on `threadbus.events`."""
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": text}])
+    wait_until(lambda: any(e["type"] == "thread.message.created" for e in tap.events(thread.id)))
+
+
+@pytest.mark.slow
+def test_the_run_pollers_relay_leads_another_stands_in_while_it_is_down_and_hands_back(
+    client: OpenAI, system: System, tap: KafkaTap
+) -> None:
+    first_choice = "threadbus run-poller-relay "
+    # (a relay that failed, as in the kill above, stands back for 30 s before leading again)
+    wait_until(lambda: relay_holder(system).startswith(first_choice), timeout=90)
+
+    system.services["run_poller"].kill()
+    stand_in = wait_until(
+        lambda: (holder := relay_holder(system)) and not holder.startswith(first_choice) and holder,
+        timeout=30,
+    )
+    pid = int(stand_in.split()[2])
+    label = next(label for label, p in system.services.items() if p.proc and p.proc.pid == pid)
+    logged = len(system.log(label))
+    relayed(tap, client, "relayed while no run-poller runs")
+
+    system.spawn("run_poller")
+    wait_until(lambda: system.ready("run_poller"), timeout=90)
+    wait_until(lambda: relay_holder(system).startswith(first_choice), timeout=30)
+    relayed(tap, client, "relayed after the hand-back")
+    assert "outbox relay: handing over to a first-choice relay" in system.log(label)[logged:]

@@ -1,0 +1,174 @@
+"""Which outbox relay is active: a first choice is preferred, the others stand in.
+
+Relays of this process against a database of their own (advisory locks are per database, so
+the suite's running relays are not in the way), with the real broker for their producer.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.core import outbox
+from services.core.outbox import _FIRST_CHOICE, _RELAY_LOCK, Relay
+from tests.system import Infrastructure
+
+
+@pytest.fixture(scope="module")
+async def database_url(infra: Infrastructure) -> str:
+    return await infra.new_database("relay")
+
+
+@pytest.fixture
+async def producer(infra: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+async def start(
+    database_url: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[..., asyncio.Task[None]]]:
+    """Start a relay named `role` in a task; every one is cancelled at the end."""
+    monkeypatch.setattr(outbox, "HAND_OVER_CHECK_SECONDS", 0.2)
+    tasks: list[asyncio.Task[None]] = []
+
+    def relay(role: str, *, first_choice: bool, idle_seconds: float) -> asyncio.Task[None]:
+        task = asyncio.create_task(Relay(
+            database_url, producer, role=role, first_choice=first_choice,
+            idle_seconds=idle_seconds,
+        ).run())  # fmt: skip
+        tasks.append(task)
+        return task
+
+    yield relay
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def holder(database_url: str) -> str:
+    """The role of the relay holding the lock ('' when none)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        name = await conn.fetchval(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            _RELAY_LOCK,
+        )
+    finally:
+        await conn.close()
+    return "" if name is None else str(name).split()[1]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """`check` holds within 10 s (polled: the lock is in another process's tables)."""
+    async with asyncio.timeout(10):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_stand_in_hands_over_to_a_first_choice_and_takes_over_when_it_stops(
+    database_url: str, start: Callable[..., asyncio.Task[None]]
+) -> None:
+    start("stand-in", first_choice=False, idle_seconds=0.05)
+    await eventually(lambda: _is(database_url, "stand-in"))
+
+    first = start("first", first_choice=True, idle_seconds=0.05)
+    await eventually(lambda: _is(database_url, "first"))
+    for _ in range(10):  # and it keeps it: nothing takes it back
+        await asyncio.sleep(0.1)
+        assert await holder(database_url) == "first"
+
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    await eventually(lambda: _is(database_url, "stand-in"))
+
+
+async def test_a_free_lock_waits_for_the_first_choice_while_one_runs(
+    database_url: str, start: Callable[..., asyncio.Task[None]]
+) -> None:
+    """Another release's relay holds the lock; when it lets go, a first choice that polls
+    twenty times slower than the stand-in still gets it."""
+    other = await asyncpg.connect(database_url)
+    try:
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK)
+        start("stand-in", first_choice=False, idle_seconds=0.01)
+        start("first", first_choice=True, idle_seconds=0.2)
+        await eventually(lambda: _announced(database_url))
+    finally:
+        await other.close()
+    seen: list[str] = []
+
+    async def first_holds() -> bool:
+        seen.append(await holder(database_url))
+        return seen[-1] == "first"
+
+    await eventually(first_holds)
+    assert "stand-in" not in seen, seen  # it never took the lock to hand it over
+
+
+async def test_a_first_choice_that_stopped_asking_does_not_hold_the_others_back(
+    database_url: str, start: Callable[..., asyncio.Task[None]]
+) -> None:
+    """A session holds the first choice's key and then says nothing, as a frozen process's
+    would: after 5 s without a statement it no longer counts, and a stand-in relays."""
+    frozen = await asyncpg.connect(database_url)
+    try:
+        await frozen.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
+        start("stand-in", first_choice=False, idle_seconds=0.05)
+        await asyncio.sleep(1)
+        assert await holder(database_url) == ""  # while it was fresh, nobody took the lock
+        await eventually(lambda: _is(database_url, "stand-in"))
+        assert await _announced(database_url)  # the key is still held: it was the silence
+    finally:
+        await frozen.close()
+
+
+async def test_a_first_choice_that_failed_stands_back_before_it_takes_over_again(
+    database_url: str, start: Callable[..., asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "DEMOTED_SECONDS", 4.0)
+    start("first", first_choice=True, idle_seconds=0.05)
+    await eventually(lambda: _is(database_url, "first"))
+    start("stand-in", first_choice=False, idle_seconds=0.05)
+
+    conn = await asyncpg.connect(database_url)  # the first choice's connection fails
+    try:
+        assert await conn.fetchval(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'threadbus first %'"
+        )
+    finally:
+        await conn.close()
+    await eventually(lambda: _is(database_url, "stand-in"))
+    await asyncio.sleep(2)  # the first choice is back (after 1 s) but stands back
+    assert await holder(database_url) == "stand-in"
+    await eventually(lambda: _is(database_url, "first"))
+
+
+async def _is(database_url: str, role: str) -> bool:
+    return await holder(database_url) == role
+
+
+async def _announced(database_url: str) -> bool:
+    """A session holds the first choice's key."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND mode = 'ShareLock' AND classid = 0 AND objid = $1 AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            _FIRST_CHOICE,
+        ))  # fmt: skip
+    finally:
+        await conn.close()
