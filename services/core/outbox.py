@@ -24,8 +24,10 @@ _FIRST_CHOICE = 7_411_003  # held shared by every first-choice relay while it ru
 HAND_OVER_CHECK_SECONDS = 5.0
 """How often an active relay that is not a first choice asks whether one is waiting."""
 DEMOTED_SECONDS = 30.0
-"""How long a first-choice relay that failed stands back (a broken producer, say): it would
-otherwise take the lock back from a working stand-in every time it retried."""
+"""How long a first-choice relay that failed stands back (a broken producer, say), doubled for
+each failure in a row up to `LONGEST_DEMOTION_SECONDS`: it would otherwise take the lock back
+from a working stand-in and stall every event at each retry."""
+LONGEST_DEMOTION_SECONDS = 600.0
 _FIRST_CHOICE_RUNS = (
     "EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
     " WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'"
@@ -39,9 +41,12 @@ that polls or relays does every second. A frozen or cut-off process whose sessio
 not count, so it cannot keep every relay waiting."""
 _TAKE = "SELECT pg_try_advisory_lock($1)"
 _TAKE_UNLESS_FIRST_CHOICE = (
-    "SELECT CASE WHEN " + _FIRST_CHOICE_RUNS.format(key="$2")
-    + " THEN false ELSE pg_try_advisory_lock($1) END"
+    "SELECT CASE WHEN NOT pg_try_advisory_lock($1) THEN false"
+    " WHEN " + _FIRST_CHOICE_RUNS.format(key="$2") + " THEN NOT pg_advisory_unlock($1)"
+    " ELSE true END"
 )  # fmt: skip
+"""Take the lock unless a first choice runs (then let it go again): the lock is tried first,
+so while another relay holds it, as it almost always does, `pg_locks` is not read."""
 _FIRST_CHOICE_WAITING = "SELECT " + _FIRST_CHOICE_RUNS.format(key="$1")
 BATCH = 500
 CHANNEL = "threadbus_outbox"
@@ -183,6 +188,7 @@ class Relay:
         self._idle = idle_seconds
         self._first_choice = first_choice
         self._demoted_until = 0.0
+        self._failures = 0
         self._wake = asyncio.Event()
         self._sent: list[int] = []
         self._starts: list[tuple[str, str]] = []
@@ -198,15 +204,21 @@ class Relay:
                     raise
                 except (*db.ERRORS, KafkaError) as exc:
                     log.warning("outbox relay: %s; retrying in 1 s", exc)
-                    self._demoted_until = time.monotonic() + DEMOTED_SECONDS
+                    self._stand_back()
                 except Exception:
                     # The relay is what makes every committed event leave: an unexpected
                     # error is logged with its traceback and the relay starts over.
                     log.exception("outbox relay failed; retrying in 1 s")
-                    self._demoted_until = time.monotonic() + DEMOTED_SECONDS
+                    self._stand_back()
                 await asyncio.sleep(1.0)
         finally:
             self.alive = False
+
+    def _stand_back(self) -> None:
+        """After a failure a first choice leads only as any other relay would, for a while."""
+        self._failures += 1
+        seconds = DEMOTED_SECONDS * 2 ** min(self._failures - 1, 10)
+        self._demoted_until = time.monotonic() + min(seconds, LONGEST_DEMOTION_SECONDS)
 
     async def _lead(self) -> None:
         conn = await db.connect(self._dsn, role=self._role)
@@ -221,6 +233,8 @@ class Relay:
                     continue  # more is waiting
                 if self._sent and not await self._woken(SETTLE_SECONDS):
                     await self._settle(conn)
+                if not first and self._may_lead_first():
+                    first = await self._announce(conn)  # stood back long enough: leads as one
                 if not first and time.monotonic() - asked >= HAND_OVER_CHECK_SECONDS:
                     asked = time.monotonic()
                     if await conn.fetchval(_FIRST_CHOICE_WAITING, _FIRST_CHOICE):
@@ -245,9 +259,8 @@ class Relay:
         """
         announced = False
         while True:
-            if self._first_choice and not announced and time.monotonic() >= self._demoted_until:
-                await conn.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
-                announced = True
+            if not announced and self._may_lead_first():
+                announced = await self._announce(conn)
             if announced:
                 took = await conn.fetchval(_TAKE, _RELAY_LOCK)
             else:
@@ -255,6 +268,14 @@ class Relay:
             if took:
                 return announced
             await asyncio.sleep(self._idle)
+
+    def _may_lead_first(self) -> bool:
+        return self._first_choice and time.monotonic() >= self._demoted_until
+
+    async def _announce(self, conn: asyncpg.Connection) -> bool:
+        """Hold the first choice's key (shared) for as long as the session lasts."""
+        await conn.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
+        return True
 
     async def _woken(self, seconds: float) -> bool:
         """Wait up to `seconds` for a notification; whether one came."""
@@ -313,6 +334,7 @@ class Relay:
         if failure is not None:
             await self._settle(conn)
             raise failure  # after a pause, the relay sends what is left, in order
+        self._failures = 0  # a batch went out: the next failure is not one in a row
         return len(rows)
 
     async def _send(

@@ -28,7 +28,8 @@ async def test_the_relay_survives_its_connection_being_killed(
         # The active relay: the session holding the relay's advisory lock.
         active = await conn.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = 0 AND objid = $1",
+            " AND classid = 0 AND objid = $1 AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())",
             _RELAY_LOCK,
         )
         assert active is not None, "no relay holds the lock"
@@ -165,7 +166,9 @@ def test_the_run_pollers_relay_leads_another_stands_in_while_it_is_down_and_hand
         timeout=30,
     )
     pid = int(stand_in.split()[2])
-    label = next(label for label, p in system.services.items() if p.proc and p.proc.pid == pid)
+    label = next((label for label, p in system.services.items()
+                  if p.proc and p.proc.pid == pid), None)  # fmt: skip
+    assert label is not None, f"the stand-in {stand_in!r} is none of the system's processes"
     logged = len(system.log(label))
     relayed(tap, client, "relayed while no run-poller runs")
 

@@ -6,6 +6,7 @@ the suite's running relays are not in the way), with the real broker for their p
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -32,10 +33,14 @@ async def producer(infra: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
 
 @pytest.fixture
 async def start(
-    database_url: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> AsyncIterator[Callable[..., asyncio.Task[None]]]:
     """Start a relay named `role` in a task; every one is cancelled at the end."""
     monkeypatch.setattr(outbox, "HAND_OVER_CHECK_SECONDS", 0.2)
+    caplog.set_level(logging.INFO, logger=outbox.__name__)
     tasks: list[asyncio.Task[None]] = []
 
     def relay(role: str, *, first_choice: bool, idle_seconds: float) -> asyncio.Task[None]:
@@ -69,6 +74,11 @@ async def holder(database_url: str) -> str:
     return "" if name is None else str(name).split()[1]
 
 
+def relay_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the relays logged."""
+    return [r.getMessage() for r in caplog.records if r.name == outbox.__name__]
+
+
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
     """`check` holds within 10 s (polled: the lock is in another process's tables)."""
     async with asyncio.timeout(10):
@@ -95,30 +105,27 @@ async def test_a_stand_in_hands_over_to_a_first_choice_and_takes_over_when_it_st
 
 
 async def test_a_free_lock_waits_for_the_first_choice_while_one_runs(
-    database_url: str, start: Callable[..., asyncio.Task[None]]
+    database_url: str, start: Callable[..., asyncio.Task[None]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another release's relay holds the lock; when it lets go, a first choice that polls
     twenty times slower than the stand-in still gets it."""
     other = await asyncpg.connect(database_url)
     try:
-        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK)
+        await eventually(  # the last test's relays may be going still
+            lambda: other.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK)
+        )
         start("stand-in", first_choice=False, idle_seconds=0.01)
         start("first", first_choice=True, idle_seconds=0.2)
         await eventually(lambda: _announced(database_url))
     finally:
         await other.close()
-    seen: list[str] = []
-
-    async def first_holds() -> bool:
-        seen.append(await holder(database_url))
-        return seen[-1] == "first"
-
-    await eventually(first_holds)
-    assert "stand-in" not in seen, seen  # it never took the lock to hand it over
+    await eventually(lambda: _is(database_url, "first"))
+    # The stand-in never led (it would have handed over at its next check, 0.2 s later).
+    assert relay_lines(caplog) == ["outbox relay active"]
 
 
 async def test_a_first_choice_that_stopped_asking_does_not_hold_the_others_back(
-    database_url: str, start: Callable[..., asyncio.Task[None]]
+    database_url: str, start: Callable[..., asyncio.Task[None]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A session holds the first choice's key and then says nothing, as a frozen process's
     would: after 5 s without a statement it no longer counts, and a stand-in relays."""
@@ -127,7 +134,7 @@ async def test_a_first_choice_that_stopped_asking_does_not_hold_the_others_back(
         await frozen.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
         start("stand-in", first_choice=False, idle_seconds=0.05)
         await asyncio.sleep(1)
-        assert await holder(database_url) == ""  # while it was fresh, nobody took the lock
+        assert not relay_lines(caplog)  # while it was fresh, the stand-in did not lead
         await eventually(lambda: _is(database_url, "stand-in"))
         assert await _announced(database_url)  # the key is still held: it was the silence
     finally:
@@ -137,7 +144,7 @@ async def test_a_first_choice_that_stopped_asking_does_not_hold_the_others_back(
 async def test_a_first_choice_that_failed_stands_back_before_it_takes_over_again(
     database_url: str, start: Callable[..., asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbox, "DEMOTED_SECONDS", 4.0)
+    monkeypatch.setattr(outbox, "DEMOTED_SECONDS", 6.0)
     start("first", first_choice=True, idle_seconds=0.05)
     await eventually(lambda: _is(database_url, "first"))
     start("stand-in", first_choice=False, idle_seconds=0.05)
@@ -151,24 +158,49 @@ async def test_a_first_choice_that_failed_stands_back_before_it_takes_over_again
     finally:
         await conn.close()
     await eventually(lambda: _is(database_url, "stand-in"))
-    await asyncio.sleep(2)  # the first choice is back (after 1 s) but stands back
+    await asyncio.sleep(2)  # the first choice is back (after 1 s) but stands back (6 s)
     assert await holder(database_url) == "stand-in"
     await eventually(lambda: _is(database_url, "first"))
+
+
+async def test_a_first_choice_that_stood_back_while_relaying_leads_as_one_again(
+    database_url: str, start: Callable[..., asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, it fails and comes back as an ordinary relay (nobody else to take the lock);
+    when its time is up it says again that it is a first choice, while it relays."""
+    monkeypatch.setattr(outbox, "DEMOTED_SECONDS", 3.0)  # longer than the 1 s before it retries
+    start("first", first_choice=True, idle_seconds=0.05)
+    await eventually(lambda: _is(database_url, "first"))
+    assert await _announced(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.fetchval(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'threadbus first %'"
+        )
+        await eventually(lambda: _announced(database_url, expected=False))
+    finally:
+        await conn.close()
+    await eventually(lambda: _is(database_url, "first"))
+    assert await _announced(database_url, expected=False)  # relaying, standing back
+    await eventually(lambda: _announced(database_url))
+    assert await holder(database_url) == "first"
 
 
 async def _is(database_url: str, role: str) -> bool:
     return await holder(database_url) == role
 
 
-async def _announced(database_url: str) -> bool:
-    """A session holds the first choice's key."""
+async def _announced(database_url: str, *, expected: bool = True) -> bool:
+    """Whether a session holds the first choice's key is `expected`."""
     conn = await asyncpg.connect(database_url)
     try:
-        return bool(await conn.fetchval(
+        held = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND mode = 'ShareLock' AND classid = 0 AND objid = $1 AND database ="
             " (SELECT oid FROM pg_database WHERE datname = current_database()))",
             _FIRST_CHOICE,
-        ))  # fmt: skip
+        )
+        return bool(held) == expected
     finally:
         await conn.close()
