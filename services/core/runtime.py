@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from services.core import bus, db, projects, tracing
 from services.core.consuming import Consumer
 from services.core.health import HealthServer
-from services.core.outbox import Relay
+from services.core.relay import Relay
 from services.core.settings import CoreSettings
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ class CoreSettings(BaseSettings):
     service_name: str = Field(default="threadbus", description="Names the process in logs.")
     relay_first_choice: bool = Field(
         default=False,
-        description="This process's outbox relay is preferred to the others (`outbox.Relay`).",
+        description="This process's outbox relay is preferred to the others (`relay.Relay`).",
     )
     blob_store: Literal["postgres", "s3"] = Field(
         default="postgres", description="Where file bytes live: Postgres, or an S3 bucket."

@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 
 from services.core.embedded import free_port
-from services.core.outbox import _RELAY_LOCK
+from services.core.relay import _RELAY_LOCK
 from tests.e2e.test_streaming import BETA
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message

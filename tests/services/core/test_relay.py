@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.core import outbox
-from services.core.outbox import _FIRST_CHOICE, _RELAY_LOCK, Relay
+from services.core import relay as relay_module
+from services.core.relay import _FIRST_CHOICE, _RELAY_LOCK, Relay
 from tests.system import Infrastructure
 
 
@@ -39,8 +39,8 @@ async def start(
     caplog: pytest.LogCaptureFixture,
 ) -> AsyncIterator[Callable[..., asyncio.Task[None]]]:
     """Start a relay named `role` in a task; every one is cancelled at the end."""
-    monkeypatch.setattr(outbox, "HAND_OVER_CHECK_SECONDS", 0.2)
-    caplog.set_level(logging.INFO, logger=outbox.__name__)
+    monkeypatch.setattr(relay_module, "HAND_OVER_CHECK_SECONDS", 0.2)
+    caplog.set_level(logging.INFO, logger=relay_module.__name__)
     tasks: list[asyncio.Task[None]] = []
 
     def relay(role: str, *, first_choice: bool, idle_seconds: float) -> asyncio.Task[None]:
@@ -76,7 +76,7 @@ async def holder(database_url: str) -> str:
 
 def relay_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     """What the relays logged."""
-    return [r.getMessage() for r in caplog.records if r.name == outbox.__name__]
+    return [r.getMessage() for r in caplog.records if r.name == relay_module.__name__]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -144,7 +144,7 @@ async def test_a_first_choice_that_stopped_asking_does_not_hold_the_others_back(
 async def test_a_first_choice_that_failed_stands_back_before_it_takes_over_again(
     database_url: str, start: Callable[..., asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbox, "DEMOTED_SECONDS", 6.0)
+    monkeypatch.setattr(relay_module, "DEMOTED_SECONDS", 6.0)
     start("first", first_choice=True, idle_seconds=0.05)
     await eventually(lambda: _is(database_url, "first"))
     start("stand-in", first_choice=False, idle_seconds=0.05)
@@ -168,7 +168,8 @@ async def test_a_first_choice_that_stood_back_while_relaying_leads_as_one_again(
 ) -> None:
     """Alone, it fails and comes back as an ordinary relay (nobody else to take the lock);
     when its time is up it says again that it is a first choice, while it relays."""
-    monkeypatch.setattr(outbox, "DEMOTED_SECONDS", 3.0)  # longer than the 1 s before it retries
+    # Longer than the 1 s before it retries.
+    monkeypatch.setattr(relay_module, "DEMOTED_SECONDS", 3.0)
     start("first", first_choice=True, idle_seconds=0.05)
     await eventually(lambda: _is(database_url, "first"))
     assert await _announced(database_url)
