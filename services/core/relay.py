@@ -65,6 +65,14 @@ _SETTLE_AND_NEXT = (
     " ORDER BY id LIMIT $4"
 )
 _SETTLE_ALONE = _SETTLE + " SELECT 1"
+_VACUUM = "VACUUM (SKIP_LOCKED, TRUNCATE false) outbox"
+"""Clear the rows the relay deleted. `SKIP_LOCKED`: not while autovacuum works on it;
+`TRUNCATE false`: shrinking the file takes a lock that would stop every writer for a moment."""
+VACUUM_SECONDS = 1.0
+"""How often an active relay that deleted rows vacuums the outbox (ARCHITECTURE.md, "The
+outbox is a queue")."""
+VACUUM_REFUSED_SECONDS = 60.0
+"""How long a relay waits before vacuuming again after Postgres refused it."""
 SETTLE_SECONDS = 0.1
 """How long sent rows may wait to be deleted by the statement that reads the next batch; after
 that they are deleted alone. Until deleted they count in the outbox's backlog."""
@@ -108,6 +116,9 @@ class Relay:
         self._wake = asyncio.Event()
         self._sent: list[int] = []
         self._starts: list[tuple[str, str]] = []
+        self._deleted = 0
+        """Rows deleted since the outbox was last vacuumed."""
+        self._vacuum_after = 0.0
         self.alive = True
 
     async def run(self) -> None:
@@ -145,7 +156,9 @@ class Relay:
             asked = time.monotonic()
             while True:
                 self._wake.clear()
-                if await self._drain(conn) == BATCH:
+                drained = await self._drain(conn)
+                await self._tidy(conn)
+                if drained == BATCH:
                     continue  # more is waiting
                 if self._sent and not await self._woken(SETTLE_SECONDS):
                     await self._settle(conn)
@@ -207,7 +220,27 @@ class Relay:
         if not self._sent:
             return
         await conn.execute(_SETTLE_ALONE, self._sent, *self._unzipped_starts())
+        self._deleted += len(self._sent)
         self._sent, self._starts = [], []
+
+    async def _tidy(self, conn: asyncpg.Connection) -> None:
+        """Vacuum the outbox if this relay deleted rows and has not vacuumed lately.
+
+        The outbox is a queue: every row is inserted once and deleted once, and each read
+        starts from its lowest id, so it walks over every row deleted since the last vacuum.
+        Autovacuum looks at a table at most once a minute (`autovacuum_naptime`), by which time
+        a busy system has deleted tens of thousands of rows.
+        """
+        if not self._deleted or time.monotonic() < self._vacuum_after:
+            return
+        try:
+            await conn.execute(_VACUUM)
+        except asyncpg.PostgresError as exc:  # refused (a read-only replica, say): relay on
+            log.warning("outbox relay: could not vacuum the outbox: %s", exc)
+            self._vacuum_after = time.monotonic() + VACUUM_REFUSED_SECONDS
+            return
+        self._deleted = 0
+        self._vacuum_after = time.monotonic() + VACUUM_SECONDS
 
     def _unzipped_starts(self) -> tuple[list[str], list[str]]:
         return [r for r, _ in self._starts], [s for _, s in self._starts]
@@ -222,6 +255,7 @@ class Relay:
         """
         if self._sent:
             rows = await conn.fetch(_SETTLE_AND_NEXT, self._sent, *self._unzipped_starts(), BATCH)
+            self._deleted += len(self._sent)
             self._sent, self._starts = [], []
         else:
             rows = await conn.fetch(_NEXT, BATCH)

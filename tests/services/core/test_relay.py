@@ -1,4 +1,5 @@
-"""Which outbox relay is active: a first choice is preferred, the others stand in.
+"""Which outbox relay is active: a first choice is preferred, the others stand in; and the
+active relay vacuums the outbox it deletes from.
 
 Relays of this process against a database of their own (advisory locks are per database, so
 the suite's running relays are not in the way), with the real broker for their producer.
@@ -6,6 +7,7 @@ the suite's running relays are not in the way), with the real broker for their p
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +15,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from schemas import topics
+from services.core import outbox
 from services.core import relay as relay_module
 from services.core.relay import _FIRST_CHOICE, _RELAY_LOCK, Relay
 from tests.system import Infrastructure
@@ -186,6 +190,80 @@ async def test_a_first_choice_that_stood_back_while_relaying_leads_as_one_again(
     assert await _announced(database_url, expected=False)  # relaying, standing back
     await eventually(lambda: _announced(database_url))
     assert await holder(database_url) == "first"
+
+
+async def test_the_active_relay_vacuums_the_outbox_after_it_deleted_rows_and_not_while_idle(
+    database_url: str, start: Callable[..., asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "VACUUM_SECONDS", 0.2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        start("first", first_choice=True, idle_seconds=0.05)
+        await eventually(lambda: _is(database_url, "first"))
+        before = await _vacuums(conn)
+        await asyncio.sleep(1.5)  # seven periods with nothing to relay
+        assert await _vacuums(conn) == before
+
+        await _write_events(conn, 50)
+        await eventually(lambda: _outbox_empty(conn))  # sent, and deleted
+        await eventually(lambda: _vacuumed_since(conn, before))
+    finally:
+        await conn.close()
+
+
+async def test_a_relay_whose_vacuum_is_refused_relays_on(
+    database_url: str,
+    start: Callable[..., asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(relay_module, "_VACUUM", "VACUUM no_such_table")
+    conn = await asyncpg.connect(database_url)
+    try:
+        start("first", first_choice=True, idle_seconds=0.05)
+        await eventually(lambda: _is(database_url, "first"))
+        await _write_events(conn, 5)
+        await eventually(lambda: _outbox_empty(conn))
+        await eventually(lambda: _logged(caplog, "outbox relay: could not vacuum the outbox"))
+        await _write_events(conn, 5)
+        await eventually(lambda: _outbox_empty(conn))
+    finally:
+        await conn.close()
+    # One relay, never restarted: a refused vacuum is not a failure of the relay.
+    assert relay_lines(caplog).count("outbox relay active") == 1
+
+
+async def _write_events(conn: asyncpg.Connection, count: int) -> None:
+    """Commit `count` events to the outbox, as a transaction of a service would."""
+    events = [
+        json.dumps(outbox.event("thread.created", "thread_relaytest", {"n": n}, None))
+        for n in range(count)
+    ]
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, payload)"
+        " SELECT $1, 'thread_relaytest', p::jsonb FROM unnest($2::text[]) AS p",
+        topics.EVENTS, events,
+    )  # fmt: skip
+
+
+async def _outbox_empty(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT NOT EXISTS (SELECT 1 FROM outbox)"))
+
+
+async def _vacuums(conn: asyncpg.Connection) -> int:
+    """How often the outbox was vacuumed by a command (autovacuum counts apart)."""
+    count = await conn.fetchval(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'"
+    )
+    return int(count)
+
+
+async def _vacuumed_since(conn: asyncpg.Connection, before: int) -> bool:
+    return await _vacuums(conn) > before
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, start: str) -> bool:
+    return any(line.startswith(start) for line in relay_lines(caplog))
 
 
 async def _is(database_url: str, role: str) -> bool:
