@@ -65,6 +65,9 @@ _SETTLE_AND_NEXT = (
     " ORDER BY id LIMIT $4"
 )
 _SETTLE_ALONE = _SETTLE + " SELECT 1"
+_MAY_VACUUM = "SELECT has_table_privilege('outbox', 'MAINTAIN')"
+"""Owners, superusers and `pg_maintain` may (PostgreSQL 17+): anyone else's `VACUUM` would
+only put a warning in the server's log, every second."""
 _VACUUM = "VACUUM (SKIP_LOCKED, TRUNCATE false) outbox"
 """Clear the rows the relay deleted. `SKIP_LOCKED`: not while autovacuum works on it;
 `TRUNCATE false`: shrinking the file takes a lock that would stop every writer for a moment."""
@@ -118,6 +121,7 @@ class Relay:
         self._starts: list[tuple[str, str]] = []
         self._deleted = 0
         """Rows deleted since the outbox was last vacuumed."""
+        self._may_vacuum = False
         self._vacuum_after = 0.0
         self.alive = True
 
@@ -153,6 +157,9 @@ class Relay:
             first = await self._take(conn)
             await conn.add_listener(CHANNEL, self._on_notify)
             log.info("outbox relay active")
+            self._may_vacuum = bool(await conn.fetchval(_MAY_VACUUM))
+            if not self._may_vacuum:
+                log.info("outbox relay: may not vacuum the outbox; autovacuum alone will")
             asked = time.monotonic()
             while True:
                 self._wake.clear()
@@ -231,7 +238,7 @@ class Relay:
         Autovacuum looks at a table at most once a minute (`autovacuum_naptime`), by which time
         a busy system has deleted tens of thousands of rows.
         """
-        if not self._deleted or time.monotonic() < self._vacuum_after:
+        if not (self._may_vacuum and self._deleted) or time.monotonic() < self._vacuum_after:
             return
         try:
             await conn.execute(_VACUUM)

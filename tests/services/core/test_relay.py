@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -47,9 +48,11 @@ async def start(
     caplog.set_level(logging.INFO, logger=relay_module.__name__)
     tasks: list[asyncio.Task[None]] = []
 
-    def relay(role: str, *, first_choice: bool, idle_seconds: float) -> asyncio.Task[None]:
+    def relay(
+        role: str, *, first_choice: bool, idle_seconds: float, dsn: str | None = None
+    ) -> asyncio.Task[None]:
         task = asyncio.create_task(Relay(
-            database_url, producer, role=role, first_choice=first_choice,
+            dsn or database_url, producer, role=role, first_choice=first_choice,
             idle_seconds=idle_seconds,
         ).run())  # fmt: skip
         tasks.append(task)
@@ -231,6 +234,47 @@ async def test_a_relay_whose_vacuum_is_refused_relays_on(
         await conn.close()
     # One relay, never restarted: a refused vacuum is not a failure of the relay.
     assert relay_lines(caplog).count("outbox relay active") == 1
+
+
+async def test_a_relay_that_may_not_vacuum_the_outbox_leaves_it_to_autovacuum(
+    database_url: str,
+    infra: Infrastructure,
+    start: Callable[..., asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its database role does not own the outbox: it relays, and sends no `VACUUM` that
+    Postgres would only answer with a warning in its log."""
+    monkeypatch.setattr(relay_module, "VACUUM_SECONDS", 0.2)
+    role = "threadbus_relay_not_owner"
+    server_log = infra.postgres.log_path if infra.postgres else None  # None: in a container
+    logged = server_log.stat().st_size if server_log else 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            f"CREATE ROLE {role} LOGIN; GRANT SELECT, DELETE ON outbox TO {role};"
+            f" GRANT INSERT ON run_streams TO {role}; GRANT SELECT ON runs TO {role}"
+        )
+        url = urlsplit(database_url)
+        as_role = urlunsplit(url._replace(netloc=f"{role}@{url.hostname}:{url.port}"))
+        task = start("first", first_choice=True, idle_seconds=0.05, dsn=as_role)
+        await eventually(lambda: _is(database_url, "first"))
+        before = await _vacuums(conn)
+        await _write_events(conn, 20)
+        await eventually(lambda: _outbox_empty(conn))
+        await asyncio.sleep(1.0)  # five periods after it deleted rows
+        assert await _vacuums(conn) == before
+        assert await _logged(caplog, "outbox relay: may not vacuum the outbox")
+        if server_log:
+            with server_log.open("rb") as log:
+                log.seek(logged)
+                assert b"permission denied to vacuum" not in log.read()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
+        await conn.close()
 
 
 async def _write_events(conn: asyncpg.Connection, count: int) -> None:
