@@ -65,9 +65,15 @@ _SETTLE_AND_NEXT = (
     " ORDER BY id LIMIT $4"
 )
 _SETTLE_ALONE = _SETTLE + " SELECT 1"
-_MAY_VACUUM = "SELECT has_table_privilege('outbox', 'MAINTAIN')"
-"""Owners, superusers and `pg_maintain` may (PostgreSQL 17+): anyone else's `VACUUM` would
-only put a warning in the server's log, every second."""
+_MAY_VACUUM = (
+    "SELECT CASE WHEN current_setting('server_version_num')::int >= 170000"
+    " THEN has_table_privilege('outbox', 'MAINTAIN')"
+    " ELSE pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'outbox'::regclass), 'USAGE')"
+    " END"
+)
+"""Superusers, the owner and (PostgreSQL 17+) roles granted `MAINTAIN` may: anyone else's
+`VACUUM` would only put a warning in the server's log, every second. Before 17 there is no
+such privilege to ask about (asking would be an error), so ownership decides."""
 _VACUUM = "VACUUM (SKIP_LOCKED, TRUNCATE false) outbox"
 """Clear the rows the relay deleted. `SKIP_LOCKED`: not while autovacuum works on it;
 `TRUNCATE false`: shrinking the file takes a lock that would stop every writer for a moment."""
