@@ -74,9 +74,14 @@ _MAY_VACUUM = (
 """Superusers, the owner and (PostgreSQL 17+) roles granted `MAINTAIN` may: anyone else's
 `VACUUM` would only put a warning in the server's log, every second. Before 17 there is no
 such privilege to ask about (asking would be an error), so ownership decides."""
-_VACUUM = "VACUUM (SKIP_LOCKED, TRUNCATE false) outbox"
+_VACUUM = "VACUUM (SKIP_LOCKED, TRUNCATE false{more}) outbox"
 """Clear the rows the relay deleted. `SKIP_LOCKED`: not while autovacuum works on it;
-`TRUNCATE false`: shrinking the file takes a lock that would stop every writer for a moment."""
+`TRUNCATE false`: shrinking the file takes a lock that would stop every writer for a moment;
+`SKIP_DATABASE_STATS` (PostgreSQL 16+, added where the server has it): the database-wide
+statistics every `VACUUM` updates scan all of `pg_class` under a lock, and autovacuum keeps
+them anyway."""
+VACUUM_TIMEOUT_SECONDS = 2.0
+"""A `VACUUM` can wait for a page another session has pinned; the relay's events may not."""
 VACUUM_SECONDS = 1.0
 """How often an active relay that deleted rows vacuums the outbox (ARCHITECTURE.md, "The
 outbox is a queue")."""
@@ -128,6 +133,7 @@ class Relay:
         self._deleted = 0
         """Rows deleted since the outbox was last vacuumed."""
         self._may_vacuum = False
+        self._vacuum = _VACUUM.format(more="")
         self._vacuum_after = 0.0
         self.alive = True
 
@@ -164,6 +170,8 @@ class Relay:
             await conn.add_listener(CHANNEL, self._on_notify)
             log.info("outbox relay active")
             self._may_vacuum = bool(await conn.fetchval(_MAY_VACUUM))
+            newer = conn.get_server_version().major >= 16
+            self._vacuum = _VACUUM.format(more=", SKIP_DATABASE_STATS" if newer else "")
             if not self._may_vacuum:
                 log.info("outbox relay: may not vacuum the outbox; autovacuum alone will")
             asked = time.monotonic()
@@ -247,9 +255,9 @@ class Relay:
         if not (self._may_vacuum and self._deleted) or time.monotonic() < self._vacuum_after:
             return
         try:
-            await conn.execute(_VACUUM)
-        except asyncpg.PostgresError as exc:  # refused (a read-only replica, say): relay on
-            log.warning("outbox relay: could not vacuum the outbox: %s", exc)
+            await conn.execute(self._vacuum, timeout=VACUUM_TIMEOUT_SECONDS)
+        except (asyncpg.PostgresError, TimeoutError) as exc:  # refused, or slow: relay on
+            log.warning("outbox relay: could not vacuum the outbox: %r", exc)
             self._vacuum_after = time.monotonic() + VACUUM_REFUSED_SECONDS
             return
         self._deleted = 0
