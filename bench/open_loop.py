@@ -12,6 +12,8 @@ CPU per run: each process's user + system time (from /proc) over the whole step,
 runs completed in it: every service, the broker and Postgres (its postmaster and backends).
 The knee is the highest rate whose runs all completed with p99 under a second. The services
 run with their deployed timings (`as_deployed`), not the test suite's short leases and sweeps.
+The rates run one after another on one system unless `--fresh` starts a new one for each: the
+embedded broker spends more per record the more it holds, so a later rate pays for the earlier.
 
     .venv/bin/python -m bench.open_loop --rates 5,40,100,150 --seconds 20
 """
@@ -219,7 +221,7 @@ async def idle(bench: Bench, watcher: Watcher, seconds: float) -> None:
 
 async def measure(
     bench: Bench, rates: list[float], seconds: float, wait: float, turns: int
-) -> None:
+) -> list[Step]:
     watcher = Watcher(bench.infra.bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=bench.infra.bootstrap, acks="all",
                                 linger_ms=0)  # fmt: skip
@@ -236,6 +238,10 @@ async def measure(
     finally:
         await watcher.stop()
         await producer.stop()
+    return results
+
+
+def print_knee(results: list[Step]) -> None:
     good = [r for r in results if r.completed == r.offered and r.latencies
             and percentile(r.latencies, 99) < 1.0]  # fmt: skip
     knee = max((r.rate for r in good), default=None)
@@ -272,11 +278,20 @@ def main() -> None:
         default=1,
         help="events on each thread in a step (1: every event on a new thread)",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new system for each rate: the embedded broker spends more per record the"
+        " more it holds, so without this a rate pays for the ones before it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
-    with running(keep=args.keep, env=as_deployed()) as bench:
-        asyncio.run(measure(bench, rates, args.seconds, args.wait, args.turns))
+    results: list[Step] = []
+    for group in [[rate] for rate in rates] if args.fresh else [rates]:
+        with running(keep=args.keep, env=as_deployed()) as bench:
+            results += asyncio.run(measure(bench, group, args.seconds, args.wait, args.turns))
+    print_knee(results)
 
 
 if __name__ == "__main__":
