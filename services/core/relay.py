@@ -86,7 +86,7 @@ VACUUM_SECONDS = 1.0
 """How often an active relay that deleted rows vacuums the outbox (ARCHITECTURE.md, "The
 outbox is a queue")."""
 VACUUM_REFUSED_SECONDS = 60.0
-"""How long a relay waits before vacuuming again after Postgres refused it."""
+"""How long a relay waits before vacuuming again after Postgres refused it or it took too long."""
 SETTLE_SECONDS = 0.1
 """How long sent rows may wait to be deleted by the statement that reads the next batch; after
 that they are deleted alone. Until deleted they count in the outbox's backlog."""
