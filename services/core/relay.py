@@ -65,15 +65,16 @@ _SETTLE_AND_NEXT = (
     " ORDER BY id LIMIT $4"
 )
 _SETTLE_ALONE = _SETTLE + " SELECT 1"
-_MAY_VACUUM = (
-    "SELECT CASE WHEN current_setting('server_version_num')::int >= 170000"
-    " THEN has_table_privilege('outbox', 'MAINTAIN')"
-    " ELSE pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'outbox'::regclass), 'USAGE')"
-    " END"
+_MAY_VACUUM = "SELECT has_table_privilege('outbox', 'MAINTAIN')"
+"""Superusers, the owner and roles granted `MAINTAIN` may: anyone else's `VACUUM` would only
+put a warning in the server's log, every second."""
+_OWNS_OUTBOX = (
+    "SELECT pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'outbox'::regclass), 'USAGE')"
 )
-"""Superusers, the owner and (PostgreSQL 17+) roles granted `MAINTAIN` may: anyone else's
-`VACUUM` would only put a warning in the server's log, every second. Before 17 there is no
-such privilege to ask about (asking would be an error), so ownership decides."""
+"""Before PostgreSQL 17 there is no `MAINTAIN` to ask about (asking is an error): ownership
+decides (superusers count as owners)."""
+MAINTAIN_SINCE = 17
+"""The PostgreSQL major version that has the `MAINTAIN` privilege."""
 _VACUUM = "VACUUM (SKIP_LOCKED, TRUNCATE false{more}) outbox"
 """Clear the rows the relay deleted. `SKIP_LOCKED`: not while autovacuum works on it;
 `TRUNCATE false`: shrinking the file takes a lock that would stop every writer for a moment;
@@ -169,11 +170,7 @@ class Relay:
             first = await self._take(conn)
             await conn.add_listener(CHANNEL, self._on_notify)
             log.info("outbox relay active")
-            self._may_vacuum = bool(await conn.fetchval(_MAY_VACUUM))
-            newer = conn.get_server_version().major >= 16
-            self._vacuum = _VACUUM.format(more=", SKIP_DATABASE_STATS" if newer else "")
-            if not self._may_vacuum:
-                log.info("outbox relay: may not vacuum the outbox; autovacuum alone will")
+            await self._plan_vacuum(conn)
             asked = time.monotonic()
             while True:
                 self._wake.clear()
@@ -184,7 +181,8 @@ class Relay:
                 if self._sent and not await self._woken(SETTLE_SECONDS):
                     await self._settle(conn)
                 if not first and self._may_lead_first():
-                    first = await self._announce(conn)  # stood back long enough: leads as one
+                    await self._announce(conn)  # stood back long enough: leads as one
+                    first = True
                 if not first and time.monotonic() - asked >= HAND_OVER_CHECK_SECONDS:
                     asked = time.monotonic()
                     if await conn.fetchval(_FIRST_CHOICE_WAITING, _FIRST_CHOICE):
@@ -210,7 +208,8 @@ class Relay:
         announced = False
         while True:
             if not announced and self._may_lead_first():
-                announced = await self._announce(conn)
+                await self._announce(conn)
+                announced = True
             if announced:
                 took = await conn.fetchval(_TAKE, _RELAY_LOCK)
             else:
@@ -222,10 +221,9 @@ class Relay:
     def _may_lead_first(self) -> bool:
         return self._first_choice and time.monotonic() >= self._demoted_until
 
-    async def _announce(self, conn: asyncpg.Connection) -> bool:
+    async def _announce(self, conn: asyncpg.Connection) -> None:
         """Hold the first choice's key (shared) for as long as the session lasts."""
         await conn.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
-        return True
 
     async def _woken(self, seconds: float) -> bool:
         """Wait up to `seconds` for a notification; whether one came."""
@@ -241,8 +239,21 @@ class Relay:
         if not self._sent:
             return
         await conn.execute(_SETTLE_ALONE, self._sent, *self._unzipped_starts())
+        self._settled()
+
+    def _settled(self) -> None:
+        """The rows sent are deleted: forget them, and count them for the next vacuum."""
         self._deleted += len(self._sent)
         self._sent, self._starts = [], []
+
+    async def _plan_vacuum(self, conn: asyncpg.Connection) -> None:
+        """Whether this session may vacuum the outbox, and the statement this server takes."""
+        major = conn.get_server_version().major
+        may = _MAY_VACUUM if major >= MAINTAIN_SINCE else _OWNS_OUTBOX
+        self._may_vacuum = bool(await conn.fetchval(may))
+        self._vacuum = _VACUUM.format(more=", SKIP_DATABASE_STATS" if major >= 16 else "")
+        if not self._may_vacuum:
+            log.info("outbox relay: may not vacuum the outbox; autovacuum alone will")
 
     async def _tidy(self, conn: asyncpg.Connection) -> None:
         """Vacuum the outbox if this relay deleted rows and has not vacuumed lately.
@@ -276,8 +287,7 @@ class Relay:
         """
         if self._sent:
             rows = await conn.fetch(_SETTLE_AND_NEXT, self._sent, *self._unzipped_starts(), BATCH)
-            self._deleted += len(self._sent)
-            self._sent, self._starts = [], []
+            self._settled()
         else:
             rows = await conn.fetch(_NEXT, BATCH)
         if not rows:
