@@ -5,6 +5,7 @@ import json
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,26 +127,48 @@ def test_a_stale_run_poller_waking_after_a_takeover_cannot_write(
     _only_the_new_owner_wrote(client, system, tap, run, label, "Written by the new owner.")
 
 
-_FROZEN_TRANSACTION = (
+_BUSY = (
     "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
-    " AND state = 'idle in transaction' AND backend_xid IS NOT NULL"
+    " AND state IN ('active', 'idle in transaction')"
 )
-"""A backend of that process inside a transaction that has locked or written rows, waiting for
-its client's next statement."""
+"""Backends of that process running a statement, or inside a transaction waiting for its
+client's next one."""
+_STATE = "SELECT state FROM pg_stat_activity WHERE pid = $1"
 
 
-def _freeze_inside_a_transaction(database_url: str, pid: int) -> int | None:
-    """Stop the process at a moment it holds a transaction open; the backend's pid, or None
-    when no try caught one (the process is then left running)."""
+def _freeze_inside_a_transaction(database_url: str, pid: int, run_id: str) -> int | None:
+    """Stop the process at a moment one of its transactions holds the run's row lock; the
+    backend's pid, or None when no try in 20 s caught one (the process is then left running).
+
+    A stop that lands while a statement of that transaction is in flight counts too: the
+    process cannot send the next one, so the backend ends idle in the transaction."""
+
+    async def holds_the_run(conn: asyncpg.Connection, backend: int) -> bool:
+        for _ in range(100):
+            state = await conn.fetchval(_STATE, backend)
+            if state == "idle in transaction":
+                break
+            if state != "active":
+                return False  # the statement in flight was the commit
+            await asyncio.sleep(0.002)
+        else:
+            return False
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE NOWAIT", run_id)
+        except asyncpg.LockNotAvailableError:
+            return True
+        return False
 
     async def tries() -> int | None:
         conn = await asyncpg.connect(database_url)
         try:
-            for _ in range(600):
+            deadline = time.monotonic() + 20  # of the run's 30 s of tokens
+            while time.monotonic() < deadline:
                 os.kill(pid, signal.SIGSTOP)
-                backend = await conn.fetchval(_FROZEN_TRANSACTION, f"threadbus run-poller {pid}")
-                if backend is not None:
-                    return int(backend)
+                for row in await conn.fetch(_BUSY, f"threadbus run-poller {pid}"):
+                    if await holds_the_run(conn, row["pid"]):
+                        return int(row["pid"])
                 os.kill(pid, signal.SIGCONT)
                 await asyncio.sleep(random.uniform(0.001, 0.03))
             return None
@@ -165,8 +188,8 @@ def test_a_run_poller_frozen_inside_a_transaction_does_not_hold_up_the_takeover(
     )  # 30 s of tokens
     # Frozen between two statements of a reply write: the thread and the run stay locked for
     # as long as its connection lives.
-    backend = _freeze_inside_a_transaction(system.infra.database_url, pid)
-    assert backend is not None, "never caught the run-poller inside a transaction"
+    backend = _freeze_inside_a_transaction(system.infra.database_url, pid, run.id)
+    assert backend is not None, "never caught the run-poller holding the run inside a transaction"
     try:
         done = wait_until(lambda: _finished(client, thread.id, run.id), timeout=60)
         gone = not system.sql("SELECT 1 FROM pg_stat_activity WHERE pid = $1", backend)
