@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -113,9 +113,13 @@ def stop_stale_postgres(pgdata: Path, timeout: float = 30) -> int | None:
 
 
 def where(url: str) -> str:
-    """host:port of a database URL, without user or password."""
+    """host:port of a database URL, without user or password; a Unix-domain socket's directory
+    (a percent-encoded host) as a path."""
     parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if parts.port else ""
+    if not host.upper().startswith("%2F"):
+        host = parts.hostname or "localhost"
+    return f"{unquote(host)}:{parts.port or 5432}"
 
 
 def unreachable(exc: BaseException, database_url: str, bootstrap: str) -> StartupFailure | None:

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -102,14 +103,18 @@ def test_a_taken_probe_port_names_the_probe_setting(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
-def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path) -> None:
+@pytest.mark.parametrize("over", ["tcp", "socket"])
+def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path, over: str) -> None:
     ports = _ports()
     log = tmp_path / "up.log"
     closed = free_port()
-    url = f"postgresql://threadbus:s3cret-pw@127.0.0.1:{closed}/threadbus"
+    # A Unix-domain socket's directory is the URL's host, percent-encoded, as in the embedded
+    # Postgres' own URL; it is named as the path it is.
+    host = "127.0.0.1" if over == "tcp" else str(tmp_path / "No Server")
+    url = f"postgresql://threadbus:s3cret-pw@{quote(host, safe='')}:{closed}/threadbus"
     printed = _fails_with(start_up(tmp_path / "data", ports, log, THREADBUS_DATABASE_URL=url), log)
     line = next(line for line in printed.splitlines() if line.startswith("threadbus up:"))
-    assert line.startswith(f"threadbus up: cannot reach Postgres at 127.0.0.1:{closed} (")
+    assert line.startswith(f"threadbus up: cannot reach Postgres at {host}:{closed} (")
     assert line.endswith("check THREADBUS_DATABASE_URL, or unset it for the embedded Postgres")
     assert "s3cret-pw" not in printed
     assert "Traceback" not in printed
