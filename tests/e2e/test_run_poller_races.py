@@ -1,12 +1,14 @@
 """Two run-pollers and one run: racing for it, and a stale one waking after a takeover."""
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -133,7 +135,21 @@ _BUSY = (
 )
 """Backends of that process running a statement, or inside a transaction waiting for its
 client's next one."""
-_STATE = "SELECT state FROM pg_stat_activity WHERE pid = $1"
+_STATE = "SELECT state, state_change, backend_xid FROM pg_stat_activity WHERE pid = $1"
+_WROTE_THE_RUN = (
+    "SELECT a.backend_xid IN (r.xmin, r.xmax) FROM runs r, pg_stat_activity a"
+    " WHERE r.id = $1 AND a.pid = $2"
+)
+"""The backend's transaction locked or wrote the run's row (an open one: its lock holds)."""
+
+
+def _stopped(pid: int) -> bool:
+    """Every thread of the process is stopped (SIGSTOP takes effect a moment after kill)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+    return all(state == "T" for state in states)
 
 
 def _freeze_inside_a_transaction(database_url: str, pid: int, run_id: str) -> int | None:
@@ -141,23 +157,34 @@ def _freeze_inside_a_transaction(database_url: str, pid: int, run_id: str) -> in
     backend's pid, or None when no try in 20 s caught one (the process is then left running).
 
     A stop that lands while a statement of that transaction is in flight counts too: the
-    process cannot send the next one, so the backend ends idle in the transaction."""
+    process cannot send the next one, so the backend ends idle in the transaction. One that
+    lands just after the process wrote its `COMMIT` does not: the backend, not yet done
+    reading, looks idle in the transaction for a moment, so the state must hold still."""
+
+    async def settled(conn: asyncpg.Connection, backend: int) -> asyncpg.Record | None:
+        """The backend's state once it is idle inside a transaction, else None."""
+        limit = time.monotonic() + 0.2  # the process stays stopped meanwhile
+        while time.monotonic() < limit:
+            row = await conn.fetchrow(_STATE, backend)
+            if row is None or row["state"] not in ("active", "idle in transaction"):
+                return None  # the statement in flight was the commit
+            if row["state"] == "idle in transaction":
+                return row
+            await asyncio.sleep(0.002)
+        return None
 
     async def holds_the_run(conn: asyncpg.Connection, backend: int) -> bool:
-        for _ in range(100):
-            state = await conn.fetchval(_STATE, backend)
-            if state == "idle in transaction":
-                break
-            if state != "active":
-                return False  # the statement in flight was the commit
-            await asyncio.sleep(0.002)
-        else:
+        before = await settled(conn, backend)
+        if before is None or not await conn.fetchval(_WROTE_THE_RUN, run_id, backend):
             return False
         try:
             async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '200ms'")
                 await conn.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE NOWAIT", run_id)
         except asyncpg.LockNotAvailableError:
-            return True
+            await asyncio.sleep(0.05)
+            now = await conn.fetchrow(_STATE, backend)
+            return now is not None and tuple(now) == tuple(before)  # still, as it was
         return False
 
     async def tries() -> int | None:
@@ -166,9 +193,14 @@ def _freeze_inside_a_transaction(database_url: str, pid: int, run_id: str) -> in
             deadline = time.monotonic() + 20  # of the run's 30 s of tokens
             while time.monotonic() < deadline:
                 os.kill(pid, signal.SIGSTOP)
-                for row in await conn.fetch(_BUSY, f"threadbus run-poller {pid}"):
-                    if await holds_the_run(conn, row["pid"]):
-                        return int(row["pid"])
+                try:
+                    wait_until(lambda: _stopped(pid), timeout=5, interval=0.001)
+                    for row in await conn.fetch(_BUSY, f"threadbus run-poller {pid}"):
+                        if await holds_the_run(conn, row["pid"]):
+                            return int(row["pid"])
+                except BaseException:
+                    os.kill(pid, signal.SIGCONT)  # a failing test must not leave it stopped
+                    raise
                 os.kill(pid, signal.SIGCONT)
                 await asyncio.sleep(random.uniform(0.001, 0.03))
             return None
