@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -113,13 +113,22 @@ def stop_stale_postgres(pgdata: Path, timeout: float = 30) -> int | None:
 
 
 def where(url: str) -> str:
-    """host:port of a database URL, without user or password; a Unix-domain socket's directory
-    (a percent-encoded host) as a path."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if parts.port else ""
-    if not host.upper().startswith("%2F"):
-        host = parts.hostname or "localhost"
-    return f"{unquote(host)}:{parts.port or 5432}"
+    """Where a database URL points, for a message: never its user or password.
+
+    host:port; a Unix-domain socket's directory (a percent-encoded host, or `?host=`) as the
+    path it is; several hosts as written. A password with an unencoded `/`, `?` or `#` ends the
+    URL's authority early (its start would read as host and port), so such a URL is not named.
+    """
+    try:
+        parts = urlsplit(url)
+        if "@" in url and "@" not in parts.netloc:
+            return "the URL's host (percent-encode any / ? # in its password)"
+        query = parse_qs(parts.query)
+        host = unquote(parts.hostname or "") or query.get("host", ["localhost"])[0]
+        port = parts.port or query.get("port", ["5432"])[0]
+    except ValueError:  # several hosts (h1:5432,h2:5432), or an IPv6 address left open
+        return unquote(url.partition("://")[2].partition("/")[0].rpartition("@")[2])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def unreachable(exc: BaseException, database_url: str, bootstrap: str) -> StartupFailure | None:

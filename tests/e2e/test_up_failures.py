@@ -101,20 +101,45 @@ def test_a_taken_probe_port_names_the_probe_setting(tmp_path: Path) -> None:
     assert "set THREADBUS_HEALTH_PORT_BASE to a free port" in printed
 
 
+def _unreachable_urls(where: Path, port: int, other: int) -> dict[str, tuple[str, str]]:
+    """Database URLs nothing answers at, each with its password `s3cret-pw` (or one that
+    starts with it) and how a start-up error must name where it points."""
+    socket_dir = str(where / "No Server")  # a Unix-domain socket's directory
+    login = "threadbus:s3cret-pw"
+    return {
+        "tcp": (f"postgresql://{login}@127.0.0.1:{port}/threadbus", f"127.0.0.1:{port}"),
+        "socket": (
+            f"postgresql://{login}@{quote(socket_dir, safe='')}:{port}/threadbus",
+            f"{socket_dir}:{port}",
+        ),
+        "socket as a parameter": (
+            f"postgresql://{login}@/threadbus?host={quote(socket_dir)}&port={port}",
+            f"{socket_dir}:{port}",
+        ),
+        "several hosts": (
+            f"postgresql://{login}@127.0.0.1:{port},127.0.0.1:{other}/threadbus",
+            f"127.0.0.1:{port},127.0.0.1:{other}",
+        ),
+        # The unencoded / ends the URL's authority early: its start would read as host and port.
+        "a password with a slash": (
+            f"postgresql://threadbus:{port}/s3cret-pw@127.0.0.1:{port}/threadbus",
+            "the URL's host (percent-encode any / ? # in its password)",
+        ),
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("leftovers")
-@pytest.mark.parametrize("over", ["tcp", "socket"])
-def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path, over: str) -> None:
+@pytest.mark.parametrize(
+    "form", ["tcp", "socket", "socket as a parameter", "several hosts", "a password with a slash"]
+)
+def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path, form: str) -> None:
     ports = _ports()
     log = tmp_path / "up.log"
-    closed = free_port()
-    # A Unix-domain socket's directory is the URL's host, percent-encoded, as in the embedded
-    # Postgres' own URL; it is named as the path it is.
-    host = "127.0.0.1" if over == "tcp" else str(tmp_path / "No Server")
-    url = f"postgresql://threadbus:s3cret-pw@{quote(host, safe='')}:{closed}/threadbus"
+    url, named = _unreachable_urls(tmp_path, free_port(), free_port())[form]
     printed = _fails_with(start_up(tmp_path / "data", ports, log, THREADBUS_DATABASE_URL=url), log)
     line = next(line for line in printed.splitlines() if line.startswith("threadbus up:"))
-    assert line.startswith(f"threadbus up: cannot reach Postgres at {host}:{closed} (")
+    assert line.startswith(f"threadbus up: cannot reach Postgres at {named} (")
     assert line.endswith("check THREADBUS_DATABASE_URL, or unset it for the embedded Postgres")
     assert "s3cret-pw" not in printed
     assert "Traceback" not in printed
