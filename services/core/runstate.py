@@ -3,12 +3,15 @@
 import functools
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from schemas import topics
 from schemas.runs import TERMINAL_STATUSES, Run, RunStatus
-from services.core import db, metrics
+from services.core import db, metrics, tracing
+from services.core.ids import new_id
 from services.core.store import runs as run_store
 
 ALLOWED: dict[RunStatus, tuple[RunStatus, ...]] = {
@@ -180,44 +183,77 @@ class Claim:
     may change what the turn must read): the turn's timeline needs no statement of its own."""
 
 
+def _wire(field: str, annotation: Any) -> str:
+    """The SQL for one `Run` field from the claimed row `c`: the column of the same name (an
+    integral float as `1.0`, as Python's JSON writes it), or the constant `object`."""
+    if field == "object":
+        return "to_jsonb('thread.run'::text)"
+    if annotation in (float, float | None):
+        value = f"c.{field}"
+        return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 1e15"
+                f" THEN to_jsonb({value}::numeric(17, 1)) ELSE to_jsonb({value}) END")  # fmt: skip
+    return f"c.{field}"
+
+
+_RUN_FIELDS = Run.model_fields.items()
+_RUN_AS_WIRE = (
+    "jsonb_build_object("
+    + ", ".join(f"'{name}', {_wire(name, field.annotation)}" for name, field in _RUN_FIELDS)
+    + ")"
+)
+"""The claimed run as its wire object (`Run`), built by Postgres: the claim's event is written
+by the claim's own statement."""
+
+_CLAIM = (
+    "WITH prev AS (SELECT id, status, updated_at, lease_owner FROM runs"
+    " WHERE id = $1 FOR UPDATE),"
+    " c AS (UPDATE runs r SET status = 'in_progress',"
+    " started_at = CASE WHEN prev.status = 'queued' THEN epoch_now() ELSE r.started_at END,"
+    " lease_owner = $2, lease_token = $3,"
+    " lease_expires_at = now() + make_interval(secs => $4),"
+    " attempts = r.attempts + 1, updated_at = now()"
+    " FROM prev WHERE r.id = prev.id AND (r.expires_at IS NULL OR r.expires_at > epoch_now())"
+    " AND (prev.status = 'queued' OR"
+    " (prev.status = 'in_progress' AND (r.lease_expires_at IS NULL"
+    " OR r.lease_expires_at < now())))"
+    " RETURNING r.*, prev.status AS previous_status, prev.lease_owner AS previous_owner,"
+    " extract(epoch FROM clock_timestamp() - prev.updated_at) AS waited_seconds,"
+    " (SELECT count(*) FROM run_steps WHERE run_id = r.id) AS steps_taken,"
+    " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
+    " AS open_step,"
+    " EXISTS (SELECT 1 FROM run_steps WHERE thread_id = r.thread_id"
+    " AND type = 'tool_calls' AND status = 'completed') AS tool_turns,"
+    " CASE WHEN NOT EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id"
+    " AND status = 'in_progress') THEN (SELECT coalesce(json_agg(m ORDER BY m.seq), '[]')"
+    " FROM messages m WHERE m.thread_id = r.thread_id) END AS thread_messages),"
+    " announced AS (INSERT INTO outbox (topic, key, payload, trace)"
+    " SELECT $5, c.thread_id, jsonb_build_object('specversion', '1.0', 'id', $6::text,"
+    " 'source', 'threadbus', 'type', 'thread.run.in_progress', 'subject', c.thread_id,"
+    " 'time', $7::text, 'datacontenttype', 'application/json',"
+    " 'causationid', coalesce(nullif(c.cause_event_id, ''), c.id), 'runid', c.id,"
+    f" 'data', {_RUN_AS_WIRE}), $8 FROM c WHERE c.previous_status = 'queued')"
+    " SELECT * FROM c"
+)
+
+
 async def claim(
     conn: asyncpg.Connection, run_id: str, *, owner: str, lease_seconds: float
 ) -> Claim | None:
     """Take the lease of a queued run, or of an in-progress run whose lease expired.
 
-    A queued run becomes `in_progress` with `started_at` set; a taken-over run keeps its
-    status. Returns None when the run is not claimable (someone holds it, or it is finished).
+    A queued run becomes `in_progress` with `started_at` set, and `thread.run.in_progress` is
+    written to the outbox by the same statement (`outbox.event`'s envelope, the run rendered
+    by Postgres), so a claim outside a transaction is one round trip where BEGIN, the update,
+    the outbox insert and COMMIT were four. A taken-over run keeps its status and announces
+    nothing. Returns None when the run is not claimable (someone holds it, or it is finished).
     A row another transaction has locked is waited for, not skipped: skipping dropped
     wake-ups whenever a short update happened to hold the row at that moment.
     """
     token = uuid.uuid4()
     row = await conn.fetchrow(
-        "WITH prev AS (SELECT id, status, updated_at, lease_owner FROM runs"
-        " WHERE id = $1 FOR UPDATE)"
-        " UPDATE runs r SET status = 'in_progress',"
-        " started_at = CASE WHEN prev.status = 'queued' THEN epoch_now() ELSE r.started_at END,"
-        " lease_owner = $2, lease_token = $3,"
-        " lease_expires_at = now() + make_interval(secs => $4),"
-        " attempts = r.attempts + 1, updated_at = now()"
-        " FROM prev WHERE r.id = prev.id AND (r.expires_at IS NULL OR r.expires_at > epoch_now())"
-        " AND (prev.status = 'queued' OR"
-        " (prev.status = 'in_progress' AND (r.lease_expires_at IS NULL"
-        " OR r.lease_expires_at < now())))"
-        " RETURNING r.*, prev.status AS previous_status, prev.lease_owner AS previous_owner,"
-        " extract(epoch FROM clock_timestamp() - prev.updated_at) AS waited_seconds,"
-        " (SELECT count(*) FROM run_steps WHERE run_id = r.id) AS steps_taken,"
-        " EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id AND status = 'in_progress')"
-        " AS open_step,"
-        " EXISTS (SELECT 1 FROM run_steps WHERE thread_id = r.thread_id"
-        " AND type = 'tool_calls' AND status = 'completed') AS tool_turns,"
-        " CASE WHEN NOT EXISTS (SELECT 1 FROM run_steps WHERE run_id = r.id"
-        " AND status = 'in_progress') THEN (SELECT coalesce(json_agg(m ORDER BY m.seq), '[]')"
-        " FROM messages m WHERE m.thread_id = r.thread_id) END AS thread_messages",
-        run_id,
-        owner,
-        token,
-        float(lease_seconds),
-    )
+        _CLAIM, run_id, owner, token, float(lease_seconds), topics.EVENTS, new_id("evt"),
+        datetime.now(UTC).isoformat(), tracing.current(),
+    )  # fmt: skip
     if row is None:
         return None
     values = dict(row)

@@ -40,17 +40,12 @@ class Engine:
         """Claim the run if it is claimable and start driving it; True if claimed."""
         if run_id in self._tasks:
             return False
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:  # one statement: no transaction
             claim = await runstate.claim(
                 conn, run_id, owner=self._owner, lease_seconds=self._settings.lease_seconds
             )
             if claim is None:
                 return False
-            if claim.previous_status == "queued":
-                run = claim.run
-                await outbox.emit(
-                    conn, "thread.run.in_progress", run.thread_id, run, claim.lease.cause
-                )
         task = asyncio.create_task(self._drive(claim), name=f"run {run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))

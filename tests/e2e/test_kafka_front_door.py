@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -53,6 +54,16 @@ def test_conversation_over_kafka(
     ] == RUN_EVENTS
     assert all(e["causationid"] == first["id"] for e in events)
     assert all(e["specversion"] == "1.0" and e["id"].startswith("evt_") for e in events)  # type: ignore[union-attr]
+    # The claim writes in_progress itself (its envelope built by Postgres): the same as the rest.
+    queued, started = (next(e for e in events if e["type"] == f"thread.run.{s}")
+                       for s in ("queued", "in_progress"))  # fmt: skip
+    same = ("subject", "source", "datacontenttype", "causationid", "runid", "specversion")
+    assert started["runid"] == started["data"]["id"]  # type: ignore[index]
+    assert {k: started[k] for k in same} == {k: queued[k] for k in same}
+    assert set(started) == set(queued)
+    assert started["id"] != queued["id"]
+    times = [datetime.fromisoformat(str(e["time"])) for e in (queued, started)]
+    assert times == sorted(times)
 
     second = user_message(thread_id, tutor, "Could you explain this to me?")
     tap.publish(second, key=thread_id)

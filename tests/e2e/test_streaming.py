@@ -334,6 +334,40 @@ def test_raw_stream_framing(
     assert json.loads(first[2].removeprefix("data: "))["status"] == "queued"
 
 
+def test_the_in_progress_run_is_the_queued_run_started(
+    client: OpenAI, model: ScriptedModelServer, system: System, assistant_id: str
+) -> None:
+    """`thread.run.in_progress` is written by the claim's statement, the run rendered by
+    Postgres: it must be the queued run's object, number types included, but for its start."""
+    model.script("render me", reply="Rendered.")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "render me"}])
+    body = {
+        "assistant_id": assistant_id, "stream": True, "model": "gpt-4o-mini",
+        "instructions": "Ünïcode \"quoted\"\nlines", "metadata": {"k": "v", "e": ""},
+        "tools": [function_tool("lookup"), {"type": "code_interpreter"}],
+        "temperature": 1, "top_p": 0.35, "max_prompt_tokens": 5000,
+        "max_completion_tokens": 300, "parallel_tool_calls": False,
+        "truncation_strategy": {"type": "last_messages", "last_messages": 3},
+        "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+        "response_format": {"type": "json_object"},
+    }  # fmt: skip
+    url = f"{system.api_url}/threads/{thread.id}/runs"
+    with httpx.stream("POST", url, headers=BETA, json=body, timeout=60) as response:
+        frames = {event.event: event.data for event in read_all(response)}
+
+    def typed(text: str) -> Any:  # 1 and 1.0 told apart
+        return json.loads(text, parse_int=lambda v: ("int", v), parse_float=lambda v: ("float", v))
+
+    queued, started = typed(frames["thread.run.queued"]), typed(frames["thread.run.in_progress"])
+    assert queued["temperature"] == ("float", "1.0")
+    assert queued["started_at"] is None
+    assert started["status"] == "in_progress"
+    assert started["started_at"][0] == "int"
+    assert int(started["started_at"][1]) >= int(queued["created_at"][1])
+    assert list(started) == list(queued)
+    assert {**started, "status": "queued", "started_at": None} == queued
+
+
 def test_an_incomplete_run_streams_its_end(
     client: OpenAI, model: ScriptedModelServer, assistant_id: str
 ) -> None:
