@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -120,8 +121,11 @@ class Relay:
         idle_seconds: float = 1.0,
         role: str = "relay",
         first_choice: bool = False,
+        gather_seconds: float = 0.0,
     ):
         self._dsn = dsn
+        self._gather = gather_seconds
+        self._drained_at = -math.inf
         self._role = role
         self._producer = producer
         self._idle = idle_seconds
@@ -174,6 +178,7 @@ class Relay:
             asked = time.monotonic()
             while True:
                 self._wake.clear()
+                self._drained_at = time.monotonic()
                 drained = await self._drain(conn)
                 await self._tidy(conn)
                 if drained == BATCH:
@@ -226,9 +231,16 @@ class Relay:
         await conn.execute("SELECT pg_advisory_lock_shared($1)", _FIRST_CHOICE)
 
     async def _woken(self, seconds: float) -> bool:
-        """Wait up to `seconds` for a notification; whether one came."""
+        """Wait up to `seconds` for a notification; whether one came. One that came sooner
+        than `gather_seconds` after the last read waits out the rest: under load each read
+        and produce request carries the commits of that long, while an idle relay reads at
+        once (ARCHITECTURE.md, "The relay gathers under load")."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+        if self._wake.is_set():
+            rest = self._drained_at + self._gather - time.monotonic()
+            if rest > 0:
+                await asyncio.sleep(rest)
         return self._wake.is_set()
 
     def _on_notify(self, *_: object) -> None:

@@ -3,7 +3,6 @@
 import functools
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -229,9 +228,10 @@ _CLAIM = (
     " announced AS (INSERT INTO outbox (topic, key, payload, trace)"
     " SELECT $5, c.thread_id, jsonb_build_object('specversion', '1.0', 'id', $6::text,"
     " 'source', 'threadbus', 'type', 'thread.run.in_progress', 'subject', c.thread_id,"
-    " 'time', $7::text, 'datacontenttype', 'application/json',"
+    " 'time', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    " || '+00:00', 'datacontenttype', 'application/json',"
     " 'causationid', coalesce(nullif(c.cause_event_id, ''), c.id), 'runid', c.id,"
-    f" 'data', {_RUN_AS_WIRE}), $8 FROM c WHERE c.previous_status = 'queued')"
+    f" 'data', {_RUN_AS_WIRE}), $7 FROM c WHERE c.previous_status = 'queued')"
     " SELECT * FROM c"
 )
 
@@ -252,7 +252,7 @@ async def claim(
     token = uuid.uuid4()
     row = await conn.fetchrow(
         _CLAIM, run_id, owner, token, float(lease_seconds), topics.EVENTS, new_id("evt"),
-        datetime.now(UTC).isoformat(), tracing.current(),
+        tracing.current(),
     )  # fmt: skip
     if row is None:
         return None

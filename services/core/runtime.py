@@ -199,6 +199,7 @@ async def open_runtime(
     relay = Relay(
         settings.database_url, producer, role=f"{settings.service_name}-relay",
         first_choice=settings.relay_first_choice,
+        gather_seconds=settings.relay_gather_ms / 1000,
     )  # fmt: skip
     runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay)
     owner = runtime.task_owner()

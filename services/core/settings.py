@@ -38,6 +38,14 @@ class CoreSettings(BaseSettings):
         default=False,
         description="This process's outbox relay is preferred to the others (`relay.Relay`).",
     )
+    relay_gather_ms: float = Field(
+        default=3.0,
+        ge=0,
+        le=1000,
+        description="The outbox relay reads at most once in this many milliseconds: a commit"
+        " sooner than that after its last read waits out the rest, so under load each read and"
+        " produce request carries more events; an idle relay reads at once (0: at every commit).",
+    )
     blob_store: Literal["postgres", "s3"] = Field(
         default="postgres", description="Where file bytes live: Postgres, or an S3 bucket."
     )

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -50,11 +51,16 @@ async def start(
     tasks: list[asyncio.Task[None]] = []
 
     def relay(
-        role: str, *, first_choice: bool, idle_seconds: float, dsn: str | None = None
+        role: str,
+        *,
+        first_choice: bool,
+        idle_seconds: float,
+        dsn: str | None = None,
+        gather_seconds: float = 0.0,
     ) -> asyncio.Task[None]:
         task = asyncio.create_task(Relay(
             dsn or database_url, producer, role=role, first_choice=first_choice,
-            idle_seconds=idle_seconds,
+            idle_seconds=idle_seconds, gather_seconds=gather_seconds,
         ).run())  # fmt: skip
         tasks.append(task)
         return task
@@ -198,6 +204,45 @@ async def test_a_first_choice_that_stood_back_while_relaying_leads_as_one_again(
 
 OWNERSHIP = "ownership"
 """Decide whether a relay may vacuum as before PostgreSQL 17 (no MAINTAIN privilege)."""
+
+
+async def test_an_idle_relay_reads_at_once_and_a_busy_one_gathers_commits(
+    database_url: str, start: Callable[..., asyncio.Task[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gather = 0.5
+    reads: list[tuple[float, int]] = []  # when each read began, and how many rows it sent
+    drain = Relay._drain
+
+    async def counted(self: Relay, conn: asyncpg.Connection) -> int:
+        began = time.monotonic()
+        rows = await drain(self, conn)
+        if rows:
+            reads.append((began, rows))
+        return rows
+
+    monkeypatch.setattr(Relay, "_drain", counted)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await eventually(lambda: _outbox_empty(conn))  # what earlier tests left is gone
+        start("first", first_choice=True, idle_seconds=30, gather_seconds=gather)
+        await eventually(lambda: _is(database_url, "first"))
+        await asyncio.sleep(gather * 2)  # idle for longer than the gathering time
+        committed = time.monotonic()
+        await _write_events(conn, 1)
+        await eventually(lambda: _read(reads, 1))
+        assert reads[0][0] - committed < gather / 2  # an idle relay reads at once
+        await _write_events(conn, 2)  # soon after that read: these wait out the rest
+        await asyncio.sleep(gather / 5)
+        await _write_events(conn, 3)
+        await eventually(lambda: _read(reads, 2))
+        assert reads[1][1] == 5  # both commits in one read
+        assert reads[1][0] - reads[0][0] >= gather
+    finally:
+        await conn.close()
+
+
+async def _read(reads: list[tuple[float, int]], count: int) -> bool:
+    return len(reads) >= count
 
 
 @pytest.fixture(params=["privilege", OWNERSHIP])
