@@ -98,8 +98,10 @@ class Relay:
     """Publishes outbox rows to Kafka in id order, then deletes them.
 
     Every process that writes the outbox runs one; an advisory lock makes one of them active,
-    so records leave in commit order. LISTEN/NOTIFY wakes it right after a commit; a timer
-    catches anything a crash left behind.
+    so records leave in commit order. LISTEN/NOTIFY wakes it after a commit: at once when it
+    last read longer than `gather_seconds` ago, else once that long has passed, so a busy
+    relay's reads and produce requests carry several commits; a timer catches anything a
+    crash left behind.
 
     A `first_choice` relay (the run-poller's, whose transactions write most of a run's events)
     is preferred: the others take the lock only while no first choice runs, and an active one
@@ -234,7 +236,7 @@ class Relay:
         """Wait up to `seconds` for a notification; whether one came. One that came sooner
         than `gather_seconds` after the last read waits out the rest: under load each read
         and produce request carries the commits of that long, while an idle relay reads at
-        once (ARCHITECTURE.md, "The relay gathers under load")."""
+        once (ARCHITECTURE.md, "The relay gathers commits under load")."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         if self._wake.is_set():

@@ -3,6 +3,7 @@
 import functools
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -189,7 +190,7 @@ def _wire(field: str, annotation: Any) -> str:
         return "to_jsonb('thread.run'::text)"
     if annotation in (float, float | None):
         value = f"c.{field}"
-        return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 1e15"
+        return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 1e16"
                 f" THEN to_jsonb({value}::numeric(17, 1)) ELSE to_jsonb({value}) END")  # fmt: skip
     return f"c.{field}"
 
@@ -228,10 +229,9 @@ _CLAIM = (
     " announced AS (INSERT INTO outbox (topic, key, payload, trace)"
     " SELECT $5, c.thread_id, jsonb_build_object('specversion', '1.0', 'id', $6::text,"
     " 'source', 'threadbus', 'type', 'thread.run.in_progress', 'subject', c.thread_id,"
-    " 'time', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-    " || '+00:00', 'datacontenttype', 'application/json',"
+    " 'time', $7::text, 'datacontenttype', 'application/json',"
     " 'causationid', coalesce(nullif(c.cause_event_id, ''), c.id), 'runid', c.id,"
-    f" 'data', {_RUN_AS_WIRE}), $7 FROM c WHERE c.previous_status = 'queued')"
+    f" 'data', {_RUN_AS_WIRE}), $8 FROM c WHERE c.previous_status = 'queued')"
     " SELECT * FROM c"
 )
 
@@ -243,16 +243,20 @@ async def claim(
 
     A queued run becomes `in_progress` with `started_at` set, and `thread.run.in_progress` is
     written to the outbox by the same statement (`outbox.event`'s envelope, the run rendered
-    by Postgres), so a claim outside a transaction is one round trip where BEGIN, the update,
-    the outbox insert and COMMIT were four. A taken-over run keeps its status and announces
+    by Postgres), so the claim is one round trip where BEGIN, the update, the outbox insert
+    and COMMIT were four. The run's JSON columns are copied as stored: they hold what
+    `Run`'s models dumped when the run was created. A taken-over run keeps its status and announces
     nothing. Returns None when the run is not claimable (someone holds it, or it is finished).
     A row another transaction has locked is waited for, not skipped: skipping dropped
     wake-ups whenever a short update happened to hold the row at that moment.
     """
+    # Its event is inserted by the statement: inside a transaction it would take an id ahead
+    # of the events that transaction queued before it (`db.Connection` inserts them at commit).
+    assert not conn.is_in_transaction(), "claim outside a transaction"
     token = uuid.uuid4()
     row = await conn.fetchrow(
         _CLAIM, run_id, owner, token, float(lease_seconds), topics.EVENTS, new_id("evt"),
-        tracing.current(),
+        datetime.now(UTC).isoformat(), tracing.current(),
     )  # fmt: skip
     if row is None:
         return None

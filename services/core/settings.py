@@ -39,7 +39,7 @@ class CoreSettings(BaseSettings):
         description="This process's outbox relay is preferred to the others (`relay.Relay`).",
     )
     relay_gather_ms: float = Field(
-        default=3.0,
+        default=8.0,
         ge=0,
         le=1000,
         description="The outbox relay reads at most once in this many milliseconds: a commit"

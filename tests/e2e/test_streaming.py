@@ -338,8 +338,10 @@ def test_the_in_progress_run_is_the_queued_run_started(
     client: OpenAI, model: ScriptedModelServer, system: System, assistant_id: str
 ) -> None:
     """`thread.run.in_progress` is written by the claim's statement, the run rendered by
-    Postgres: it must be the queued run's object, number types included, but for its start."""
-    model.script("render me", reply="Rendered.")
+    Postgres: it must be the queued run's object, number types included, but for its start;
+    also when the run is queued again by its tool outputs."""
+    model.script("render me", tool_calls=[call("lookup", q="x")])
+    model.script("looked up", reply="Rendered.")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "render me"}])
     body = {
         "assistant_id": assistant_id, "stream": True, "model": "gpt-4o-mini",
@@ -364,8 +366,20 @@ def test_the_in_progress_run_is_the_queued_run_started(
     assert started["status"] == "in_progress"
     assert started["started_at"][0] == "int"
     assert int(started["started_at"][1]) >= int(queued["created_at"][1])
-    assert list(started) == list(queued)
     assert {**started, "status": "queued", "started_at": None} == queued
+
+    waiting = json.loads(frames["thread.run.requires_action"])
+    calls = waiting["required_action"]["submit_tool_outputs"]["tool_calls"]
+    outputs = [{"tool_call_id": c["id"], "output": "looked up"} for c in calls]
+    body = {"tool_outputs": outputs, "stream": True}
+    with httpx.stream("POST", f"{url}/{waiting['id']}/submit_tool_outputs", headers=BETA,
+                      json=body, timeout=60) as response:  # fmt: skip
+        frames = {event.event: event.data for event in read_all(response)}
+    queued, started = typed(frames["thread.run.queued"]), typed(frames["thread.run.in_progress"])
+    assert queued["required_action"] is None  # cleared by the outputs (usage: at the end)
+    assert started["status"] == "in_progress"
+    assert {**started, "status": "queued", "started_at": queued["started_at"]} == queued
+    assert "thread.run.completed" in frames
 
 
 def test_an_incomplete_run_streams_its_end(
