@@ -5,14 +5,16 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from openai import OpenAI
 
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
-from tests.system import System, wait_until
+from tests.system import HEADERS, System, wait_until
 
 RUN_EVENTS = ["thread.run.created", "thread.run.queued", "thread.run.in_progress",
               "thread.run.completed"]  # fmt: skip
@@ -92,6 +94,52 @@ def test_conversation_over_kafka(
         ("user", "Could you explain this to me?"),
         ("assistant", "Subtract 11, then divide by 3."),
     ]
+
+
+def test_a_run_queued_over_kafka_is_announced_as_the_api_shows_it(
+    tap: KafkaTap, tutor: str, model: ScriptedModelServer, system: System
+) -> None:
+    """The intake's run events are written by the run's own statement, the run rendered by
+    Postgres: they must show the run as the API renders it, number types included."""
+    model.script("announce the run", reply="Announced.")
+    thread_id = new_thread_id()
+    options = {
+        "model": "gpt-4o-mini", "instructions": "Ünïcode \"quoted\"", "temperature": 1,
+        "top_p": 0.35, "max_completion_tokens": 300, "parallel_tool_calls": False,
+        "metadata": {"k": "v"}, "tools": [{"type": "code_interpreter"}],
+        "truncation_strategy": {"type": "last_messages", "last_messages": 2},
+        "response_format": {"type": "json_object"},
+    }  # fmt: skip
+    event = user_message(thread_id, tutor, "announce the run", run=options)
+    tap.publish(event, key=thread_id)
+
+    def announced(kind: str) -> list[dict[str, Any]]:
+        return [e for e in tap.events(thread_id) if e["type"] == f"thread.run.{kind}"]
+
+    wait_until(lambda: announced("completed"))
+    created, queued = announced("created")[0], announced("queued")[0]
+    assert types(tap.events(thread_id))[:4] == [
+        "thread.created", "thread.message.created", "thread.run.created", "thread.run.queued"
+    ]  # fmt: skip
+    run_id = queued["data"]["id"]
+    assert created["data"] == queued["data"]
+    assert created["id"] != queued["id"]
+    same = ("subject", "source", "datacontenttype", "causationid", "runid", "specversion")
+    assert {k: queued[k] for k in same} == {
+        "subject": thread_id, "source": "threadbus", "datacontenttype": "application/json",
+        "causationid": event["id"], "runid": run_id, "specversion": "1.0",
+    }  # fmt: skip
+    url = f"{system.api_url}/threads/{thread_id}/runs/{run_id}"
+    shown = httpx.get(url, headers=HEADERS, timeout=30).json()
+    moved = {"status", "started_at", "completed_at", "expires_at", "usage"}
+    assert set(queued["data"]) == set(shown)
+    assert queued["data"]["status"] == "queued"
+    assert queued["data"]["expires_at"] > queued["data"]["created_at"]
+    # json.dumps tells 1 from 1.0: the numbers must be written as the API writes them
+    assert json.dumps({k: v for k, v in queued["data"].items() if k not in moved},
+                      sort_keys=True) == json.dumps(
+        {k: v for k, v in shown.items() if k not in moved}, sort_keys=True)  # fmt: skip
+    assert shown["temperature"] == 1.0
 
 
 def test_duplicate_event_gives_one_message_and_one_run(
