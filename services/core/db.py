@@ -54,8 +54,6 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
         self.after_commit: list[Callable[[], None]] = []
         self.session_settings: dict[str, str] = {}
         """Session settings this connection was given (pool `setup` skips a repeat)."""
-        self.depth = 0
-        """How many transactions (the outermost and its savepoints) are open."""
 
     def transaction(
         self, *, isolation: Any = None, readonly: bool = False, deferrable: bool = False
@@ -64,18 +62,6 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
         self._check_open()
         return _Transaction(self, isolation, readonly, deferrable)
 
-    def take_outbox(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-        """Every pending outbox row, as (topics, keys, payloads, traces), for a statement that
-        inserts them itself (`outbox_rows`) ahead of its own events; they are no longer
-        pending. Not inside a savepoint: rows of the enclosing transaction, inserted there,
-        would go with a rolled-back savepoint, and ones left pending would follow its rows."""
-        assert self.depth <= 1, "outbox rows taken inside a savepoint"
-        rows, self.outbox_pending = self.outbox_pending, []
-        if not rows:
-            return [], [], [], []
-        topics, keys, payloads, traces = zip(*rows, strict=True)
-        return list(topics), list(keys), list(payloads), list(traces)
-
     async def flush_outbox(self) -> None:
         """Insert every pending outbox row (inside the current transaction)."""
         if not self.outbox_pending:
@@ -83,16 +69,6 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
         rows, self.outbox_pending = self.outbox_pending, []
         topics, keys, payloads, traces = zip(*rows, strict=True)
         await self.execute(_OUTBOX_INSERT, list(topics), list(keys), list(payloads), list(traces))
-
-
-def outbox_rows(first: int) -> str:
-    """SQL of the rows `Connection.take_outbox` returned, as parameters `first` to `first + 3`:
-    (topic, key, payload, trace, n), numbered from 1 in the order they were queued."""
-    return (
-        f"SELECT topic, key, payload, trace, n FROM unnest(${first}::text[],"
-        f" ${first + 1}::text[], ${first + 2}::jsonb[], ${first + 3}::text[])"
-        " WITH ORDINALITY AS r(topic, key, payload, trace, n)"
-    )
 
 
 def on_commit(conn: asyncpg.Connection, action: Callable[[], None]) -> None:
@@ -120,11 +96,9 @@ class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
         self._mark = len(self._connection.outbox_pending)
         self._hooks = len(self._connection.after_commit)
         await super().__aenter__()
-        self._connection.depth += 1
 
     async def __aexit__(self, extype: Any, ex: Any, tb: Any) -> None:
         conn: Connection = self._connection
-        conn.depth -= 1
         if extype is None:
             try:
                 await conn.flush_outbox()
@@ -194,7 +168,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
     conn.outbox_pending.clear()
     conn.after_commit.clear()
-    conn.depth = 0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

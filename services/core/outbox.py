@@ -80,20 +80,6 @@ def event(
     }
 
 
-def event_sql(
-    type_: str, *, subject: str, data: str, cause: str, run_id: str, event_id: str, time: str
-) -> str:
-    """SQL of `event`'s envelope, for a statement that writes its event itself: each argument
-    but `type_` an SQL expression (`event_id` and `time` the parameters holding `new_id("evt")`
-    and the service's clock, as every event's)."""
-    return (
-        f"jsonb_build_object('specversion', '1.0', 'id', {event_id}::text, 'source', 'threadbus',"
-        f" 'type', '{type_}', 'subject', {subject}, 'time', {time}::text,"
-        f" 'datacontenttype', 'application/json', 'causationid', {cause}, 'runid', {run_id},"
-        f" 'data', {data})"
-    )
-
-
 async def emit(
     conn: asyncpg.Connection,
     type_: str,

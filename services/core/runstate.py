@@ -10,7 +10,7 @@ import asyncpg
 
 from schemas import topics
 from schemas.runs import TERMINAL_STATUSES, Run, RunStatus
-from services.core import db, metrics, outbox, tracing
+from services.core import db, metrics, tracing
 from services.core.ids import new_id
 from services.core.store import runs as run_store
 
@@ -183,10 +183,27 @@ class Claim:
     may change what the turn must read): the turn's timeline needs no statement of its own."""
 
 
-_IN_PROGRESS = outbox.event_sql(
-    "thread.run.in_progress", subject="c.thread_id", data=run_store.as_wire("c"),
-    cause="coalesce(nullif(c.cause_event_id, ''), c.id)", run_id="c.id", event_id="$6", time="$7",
-)  # fmt: skip
+def _wire(field: str, annotation: Any) -> str:
+    """The SQL for one `Run` field from the claimed row `c`: the column of the same name (an
+    integral float as `1.0`, as Python's JSON writes it), or the constant `object`."""
+    if field == "object":
+        return "to_jsonb('thread.run'::text)"
+    if annotation in (float, float | None):
+        value = f"c.{field}"
+        return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 1e16"
+                f" THEN to_jsonb({value}::numeric(17, 1)) ELSE to_jsonb({value}) END")  # fmt: skip
+    return f"c.{field}"
+
+
+_RUN_FIELDS = Run.model_fields.items()
+_RUN_AS_WIRE = (
+    "jsonb_build_object("
+    + ", ".join(f"'{name}', {_wire(name, field.annotation)}" for name, field in _RUN_FIELDS)
+    + ")"
+)
+"""The claimed run as its wire object (`Run`), built by Postgres: the claim's event is written
+by the claim's own statement."""
+
 _CLAIM = (
     "WITH prev AS (SELECT id, status, updated_at, lease_owner FROM runs"
     " WHERE id = $1 FOR UPDATE),"
@@ -210,11 +227,13 @@ _CLAIM = (
     " AND status = 'in_progress') THEN (SELECT coalesce(json_agg(m ORDER BY m.seq), '[]')"
     " FROM messages m WHERE m.thread_id = r.thread_id) END AS thread_messages),"
     " announced AS (INSERT INTO outbox (topic, key, payload, trace)"
-    f" SELECT $5, c.thread_id, {_IN_PROGRESS}, $8 FROM c WHERE c.previous_status = 'queued')"
+    " SELECT $5, c.thread_id, jsonb_build_object('specversion', '1.0', 'id', $6::text,"
+    " 'source', 'threadbus', 'type', 'thread.run.in_progress', 'subject', c.thread_id,"
+    " 'time', $7::text, 'datacontenttype', 'application/json',"
+    " 'causationid', coalesce(nullif(c.cause_event_id, ''), c.id), 'runid', c.id,"
+    f" 'data', {_RUN_AS_WIRE}), $8 FROM c WHERE c.previous_status = 'queued')"
     " SELECT * FROM c"
 )
-"""The claim, which also writes `thread.run.in_progress` for a queued run, its run rendered by
-Postgres."""
 
 
 async def claim(

@@ -99,8 +99,8 @@ def test_conversation_over_kafka(
 def test_a_run_queued_over_kafka_is_announced_as_the_api_shows_it(
     tap: KafkaTap, tutor: str, model: ScriptedModelServer, system: System
 ) -> None:
-    """The intake's run events are written by the run's own statement, the run rendered by
-    Postgres: they must show the run as the API renders it, number types included."""
+    """The intake's run events show the run as the API renders it, number types included, in
+    the intake's order, with the envelope of the event that queued it."""
     model.script("announce the run", reply="Announced.")
     thread_id = new_thread_id()
     options = {

@@ -2,12 +2,10 @@
 
 import functools
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from schemas import topics
 from schemas.assistants import Assistant
 from schemas.common import Page
 from schemas.requests import RunOptions
@@ -29,27 +27,6 @@ WAKE_CHANNEL = "threadbus_runs"
 def render(row: dict[str, Any]) -> Run:
     """A row as the wire object."""
     return Run.model_validate(row)
-
-
-def _wire(alias: str, field: str, annotation: Any) -> str:
-    """One `Run` field of the row `alias` in SQL: the column of the same name (an integral
-    float as `1.0`, as Python's JSON writes it), or the constant `object`."""
-    if field == "object":
-        return "to_jsonb('thread.run'::text)"
-    value = f"{alias}.{field}"
-    if annotation in (float, float | None):
-        return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 1e16"
-                f" THEN to_jsonb({value}::numeric(17, 1)) ELSE to_jsonb({value}) END")  # fmt: skip
-    return value
-
-
-def as_wire(alias: str) -> str:
-    """SQL of the run row `alias` as its wire object (`render`'s, built by Postgres), for a
-    statement that writes the run's event itself. The JSON columns are copied as stored:
-    they hold what `Run`'s models dumped when the run was created."""
-    fields = Run.model_fields.items()
-    pairs = ", ".join(f"'{name}', {_wire(alias, name, f.annotation)}" for name, f in fields)
-    return f"jsonb_build_object({pairs})"
 
 
 def _effective(assistant: Assistant, options: RunOptions) -> dict[str, Any]:
@@ -120,30 +97,6 @@ async def create(
     return run
 
 
-@functools.cache
-def _events_of_queued(first: int) -> str:
-    """SQL of the queued run `r`'s two events (`thread.run.created`, `thread.run.queued`), as
-    `db.outbox_rows`' columns, numbered after any row queued before: parameters `first` (the
-    cause), `first + 1` and `first + 2` (the events' ids), `first + 3` (the time),
-    `first + 4` (the trace)."""
-    cause = f"${first}::text"
-    rows = []
-    for offset, type_ in enumerate(("thread.run.created", "thread.run.queued")):
-        envelope = outbox.event_sql(
-            type_, subject="r.thread_id", data=as_wire("r"), cause=cause, run_id="r.id",
-            event_id=f"${first + 1 + offset}", time=f"${first + 3}",
-        )  # fmt: skip
-        rows.append(
-            f"SELECT '{topics.EVENTS}', r.thread_id, {envelope}, ${first + 4}::text,"
-            f" {_AFTER_QUEUED + offset} FROM r"
-        )
-    return " UNION ALL ".join(rows)
-
-
-_AFTER_QUEUED = 1 << 40
-"""Where the run's own events are numbered: after every row queued before them."""
-
-
 async def queue(
     conn: asyncpg.Connection,
     thread_id: str,
@@ -154,39 +107,39 @@ async def queue(
     cause: str | None = None,
     run_id: str | None = None,
 ) -> Run | None:
-    """Queue a run with `thread.run.created`, `thread.run.queued` and a wake-up; None when the
-    thread already has an active run.
+    """Queue a run and emit `thread.run.created`, `thread.run.queued` and a wake-up; None
+    when the thread already has an active run.
 
-    One statement, which also inserts every outbox row the transaction queued before it
-    (`db.Connection.take_outbox`) and then the run's two events, rendered by Postgres: the
-    insert gives way to the one-active-run index, and wakes the run-pollers as it commits.
-    Not in a savepoint.
+    One statement: the insert gives way to the one-active-run index, and wakes the
+    run-pollers as it commits.
     """
     values = _effective(assistant, options)
-    trace = tracing.current()
-    if trace:
+    if trace := tracing.current():
         values["trace"] = trace  # the run's turns continue the trace it was created in
     run_id = run_id or new_id("run")
     cols = ["id", "thread_id", "assistant_id", "status", "cause_event_id", *values]
-    n = len(cols)
-    earlier = conn.take_outbox()
     row = await conn.fetchrow(
         f"WITH r AS (INSERT INTO runs ({', '.join(cols)}, expires_at)"
-        f" VALUES ({', '.join(f'${i + 1}' for i in range(n))}, epoch_now() + ${n + 1})"
-        " ON CONFLICT DO NOTHING RETURNING *),"
-        " events AS (INSERT INTO outbox (topic, key, payload, trace)"
-        f" SELECT topic, key, payload, trace FROM ({db.outbox_rows(n + 2)}"
-        f" UNION ALL {_events_of_queued(n + 6)}) e ORDER BY n)"
+        f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))},"
+        f" epoch_now() + ${len(cols) + 1}) ON CONFLICT DO NOTHING RETURNING *)"
         f" SELECT r.*, pg_notify('{WAKE_CHANNEL}', r.id)::text AS woken FROM r",
-        run_id, thread_id, assistant.id, "queued", cause, *values.values(), expires_seconds,
-        *earlier, cause, new_id("evt"), new_id("evt"), datetime.now(UTC).isoformat(), trace,
-    )  # fmt: skip
+        run_id,
+        thread_id,
+        assistant.id,
+        "queued",
+        cause,
+        *values.values(),
+        expires_seconds,
+    )
     if row is None:
         return None
     values = dict(row)
     del values["woken"]
     db.on_commit(conn, functools.partial(metrics.RUN_TRANSITIONS.labels("queued").inc))
-    return render(values)
+    run = render(values)
+    await outbox.emit(conn, "thread.run.created", thread_id, run, cause)
+    await outbox.emit(conn, "thread.run.queued", thread_id, run, cause)
+    return run
 
 
 async def wake(conn: asyncpg.Connection, run_id: str) -> None:
