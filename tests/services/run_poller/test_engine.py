@@ -182,7 +182,10 @@ async def test_a_message_folded_while_the_run_ended_starts_the_next_run(
     # statement of its own. An intake that holds the thread while the run ends, and folds a
     # message into the next run, commits after the end's statement began: the end must still
     # see the flag (a row locked FOR UPDATE is read at its latest version) and start that run.
-    model.script("end while folded", reply="done", delay_s=3.0)
+    # No text in the answer: a reply write beside the stream (which locks the thread too)
+    # would otherwise begin whenever the stream's chunks arrive in separate reads, and wait
+    # on the lock in the end's place (seen once in CI under load).
+    model.script("end while folded", reply="", delay_s=3.0)
     client = ModelClient(base_url=model.base_url, api_key="k")
     engine = Engine(pool, client, settings(infra, database_url), "fold-race")
     run = await queue_run(pool, "end while folded")
@@ -192,24 +195,28 @@ async def test_a_message_folded_while_the_run_ended_starts_the_next_run(
     intake = await pool.acquire()
     folding = intake.transaction()
     await folding.start()
-    await intake.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", run.thread_id)
+    try:
+        await intake.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", run.thread_id)
 
-    async def blocked_ending() -> bool:
-        waiting = await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE 'WITH t AS MATERIALIZED%UPDATE runs r SET status%'"
-        )
-        return bool(waiting)
+        async def blocked_ending() -> bool:
+            waiting = await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'WITH t AS MATERIALIZED%UPDATE runs r SET status%'"
+            )
+            return bool(waiting)
 
-    for _ in range(200):  # the run's end waits on the thread's lock
-        if await blocked_ending():
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the run's end never waited on the thread's lock")
-    await runs.fold(intake, run.thread_id, run.assistant_id, RunOptions(), cause="folded")
-    await folding.commit()
-    await pool.release(intake)
+        for _ in range(200):  # the run's end waits on the thread's lock
+            if await blocked_ending():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run's end never waited on the thread's lock")
+        await runs.fold(intake, run.thread_id, run.assistant_id, RunOptions(), cause="folded")
+        await folding.commit()
+    finally:  # a failure must not leave the thread locked: the pool's close would wait for it
+        if intake.is_in_transaction():
+            await folding.rollback()
+        await pool.release(intake)
     await engine.shutdown(grace=10)
     async with pool.acquire() as conn:
         rows = await conn.fetch(
