@@ -56,6 +56,25 @@ def _run_of(data: Any) -> str | None:
     return str(run_id) if run_id else None
 
 
+def _envelope(
+    type_: str, *, event_id: Any, subject: Any, time: Any, cause: Any, run_id: Any, data: Any
+) -> dict[str, Any]:
+    """Every outbound event's CloudEvents envelope: `event` fills it with values, `event_sql`
+    with SQL expressions."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "threadbus",
+        "type": type_,
+        "subject": subject,
+        "time": time,
+        "datacontenttype": "application/json",
+        "causationid": cause,
+        "runid": run_id,
+        "data": data,
+    }
+
+
 def event(
     type_: str, thread_id: str, data: Any, cause: str | None, *, run_id: str | None = None
 ) -> dict[str, Any]:
@@ -66,18 +85,33 @@ def event(
     """
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json", by_alias=True)
-    return {
-        "specversion": "1.0",
-        "id": new_id("evt"),
-        "source": "threadbus",
-        "type": type_,
-        "subject": thread_id,
-        "time": datetime.now(UTC).isoformat(),
-        "datacontenttype": "application/json",
-        "causationid": cause,
-        "runid": run_id or _run_of(data),
-        "data": data,
-    }
+    return _envelope(
+        type_, event_id=new_id("evt"), subject=thread_id, time=datetime.now(UTC).isoformat(),
+        cause=cause, run_id=run_id or _run_of(data), data=data,
+    )  # fmt: skip
+
+
+class _Sql(str):
+    """An SQL expression in `event_sql`'s envelope, as opposed to a constant."""
+
+
+def event_sql(
+    type_: str, *, subject: str, data: str, cause: str, run_id: str, event_id: str, time: str
+) -> str:
+    """`event`'s envelope as SQL, for a statement that writes its event itself: each argument
+    but `type_` an SQL expression (`event_id` and `time` the parameters holding `new_id("evt")`
+    and the service's clock, as `event` takes them)."""
+    envelope = _envelope(
+        type_, event_id=_Sql(f"{event_id}::text"), subject=_Sql(subject),
+        time=_Sql(f"{time}::text"), cause=_Sql(cause), run_id=_Sql(run_id), data=_Sql(data),
+    )  # fmt: skip
+    for value in envelope.values():
+        assert isinstance(value, _Sql) or "'" not in value, value
+    fields = (
+        f"'{key}', {value if isinstance(value, _Sql) else repr(value)}"
+        for key, value in envelope.items()
+    )
+    return f"jsonb_build_object({', '.join(fields)})"
 
 
 async def emit(

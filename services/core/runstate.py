@@ -10,7 +10,7 @@ import asyncpg
 
 from schemas import topics
 from schemas.runs import TERMINAL_STATUSES, Run, RunStatus
-from services.core import db, metrics, tracing
+from services.core import db, metrics, outbox, tracing
 from services.core.ids import new_id
 from services.core.store import runs as run_store
 
@@ -203,6 +203,10 @@ _RUN_AS_WIRE = (
 )
 """The claimed run as its wire object (`Run`), built by Postgres: the claim's event is written
 by the claim's own statement."""
+_IN_PROGRESS = outbox.event_sql(
+    "thread.run.in_progress", subject="c.thread_id", data=_RUN_AS_WIRE,
+    cause="coalesce(nullif(c.cause_event_id, ''), c.id)", run_id="c.id", event_id="$6", time="$7",
+)  # fmt: skip
 
 _CLAIM = (
     "WITH prev AS (SELECT id, status, updated_at, lease_owner FROM runs"
@@ -227,11 +231,7 @@ _CLAIM = (
     " AND status = 'in_progress') THEN (SELECT coalesce(json_agg(m ORDER BY m.seq), '[]')"
     " FROM messages m WHERE m.thread_id = r.thread_id) END AS thread_messages),"
     " announced AS (INSERT INTO outbox (topic, key, payload, trace)"
-    " SELECT $5, c.thread_id, jsonb_build_object('specversion', '1.0', 'id', $6::text,"
-    " 'source', 'threadbus', 'type', 'thread.run.in_progress', 'subject', c.thread_id,"
-    " 'time', $7::text, 'datacontenttype', 'application/json',"
-    " 'causationid', coalesce(nullif(c.cause_event_id, ''), c.id), 'runid', c.id,"
-    f" 'data', {_RUN_AS_WIRE}), $8 FROM c WHERE c.previous_status = 'queued')"
+    f" SELECT $5, c.thread_id, {_IN_PROGRESS}, $8 FROM c WHERE c.previous_status = 'queued')"
     " SELECT * FROM c"
 )
 
