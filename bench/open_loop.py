@@ -8,6 +8,14 @@ and lost runs, not as a lower offered rate). Latency per event: publish to
 `thread.message.completed` on `threadbus.events`, matched by `causationid`. A run not answered
 within `--wait` seconds of its publish counts as lost.
 
+Stages: where the latency goes, read from the clocks the run's own events carry (every process
+is on one machine): publish to `thread.run.created`'s `time` (the broker's hop to the
+run-starter and the intake until it builds its events), to `thread.run.in_progress`'s (the
+intake's commit, the NOTIFY, the run-poller's wake-up), to `thread.message.completed`'s (the
+claim, the model call, the final transaction until it builds the event), to that record's Kafka
+timestamp (the commit, the relay's gathering, read and send) and to this consumer's read (the
+broker's hop to a consumer outside Threadbus).
+
 CPU per run: each process's user + system time (from /proc) over the whole step, divided by the
 runs completed in it: every service, the broker and Postgres (its postmaster and backends).
 The knee is the highest rate whose runs all completed with p99 under a second. The services
@@ -111,6 +119,8 @@ class Step:
     own_cpu: float = 0.0
     """The benchmark's process: the scripted model, the producer and the consumer."""
     transactions: int = 0
+    stages: list[dict[str, float]] = field(default_factory=list)
+    """`Watcher.marks` of each completed run."""
 
     @property
     def completed(self) -> int:
@@ -150,6 +160,7 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
     async def one(thread_id: str) -> None:
         event = user_message(thread_id, bench.assistant_id, "open loop")
         reply = watcher.expect(event["id"])
+        watcher.marks[event["id"]] = {"published": time.time()}  # before its own send
         sent = time.monotonic()
         await producer.send(topics.INBOUND, json.dumps(event).encode(), key=thread_id.encode())
         try:
@@ -157,8 +168,11 @@ async def step(bench: Bench, producer: AIOKafkaProducer, watcher: Watcher, rate:
         except TimeoutError:
             result.lost += 1
             return
+        finally:
+            marks = watcher.marks.pop(event["id"], {})
         if ok:
             result.latencies.append(seen - sent)
+            result.stages.append(marks)
         else:
             result.failed += 1
 
@@ -188,6 +202,7 @@ def report(result: Step) -> None:
     if ms:
         print("latency: " + ", ".join(f"{name} {percentile(ms, p):.1f} ms" for name, p in
               (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))))  # fmt: skip
+    print_stages(result.stages)
     if done:
         per_run = {name: seconds * 1000 / done for name, seconds in result.cpu.items()}
         total = sum(per_run.values())
@@ -198,6 +213,28 @@ def report(result: Step) -> None:
               f" {result.own_cpu * 1000 / done:.2f} ms per run")  # fmt: skip
         print(f"Postgres transactions per run: {result.transactions / done:.1f}"
               " (each statement outside a transaction counts as one)")  # fmt: skip
+
+
+STAGES = (
+    ("published", "thread.run.created", "to the intake's events"),
+    ("thread.run.created", "thread.run.in_progress", "to the claim"),
+    ("thread.run.in_progress", "thread.message.completed", "the turn"),
+    ("thread.message.completed", "relayed", "to the relay's send"),
+    ("relayed", "seen", "to the consumer"),
+)
+"""Where a run's latency goes, from the clocks `Watcher.marks` reads (every process on one
+machine, so one clock): an event's `time` is when its service built it, before its commit."""
+
+
+def print_stages(stages: list[dict[str, float]]) -> None:
+    marks = [m for m in stages if all(k in m for stage in STAGES for k in stage[:2])]
+    if not marks:
+        return
+    parts = []
+    for start, end, name in STAGES:
+        ms = [(m[end] - m[start]) * 1000 for m in marks]
+        parts.append(f"{name} {percentile(ms, 50):.1f} ({percentile(ms, 90):.1f})")
+    print(f"stages, p50 (p90) ms, {len(marks)} runs: " + ", ".join(parts))
 
 
 async def idle(bench: Bench, watcher: Watcher, seconds: float) -> None:
@@ -222,7 +259,7 @@ async def idle(bench: Bench, watcher: Watcher, seconds: float) -> None:
 async def measure(
     bench: Bench, rates: list[float], seconds: float, wait: float, turns: int
 ) -> list[Step]:
-    watcher = Watcher(bench.infra.bootstrap)
+    watcher = Watcher(bench.infra.bootstrap, stages=True)
     producer = AIOKafkaProducer(bootstrap_servers=bench.infra.bootstrap, acks="all",
                                 linger_ms=0)  # fmt: skip
     await producer.start()

@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -23,13 +24,16 @@ from schemas import topics
 from tests.kafka_tap import user_message
 
 DONE = "thread.message.completed"
+STAGES = ("thread.run.created", "thread.run.in_progress")
+"""Events whose `time` marks a stage of a run on its way to `DONE` (`Watcher.marks`)."""
 FAILED = ("thread.message.incomplete", "thread.run.failed", "thread.run.expired", "error")
 
 
 class Watcher:
     """Consumes `threadbus.events` and resolves a future per awaited inbound event id."""
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, *, stages: bool = False):
+        self._stages = stages
         self._consumer = AIOKafkaConsumer(
             topics.EVENTS,
             bootstrap_servers=bootstrap,
@@ -38,6 +42,11 @@ class Watcher:
             fetch_max_wait_ms=20,  # the broker answers fetches only after the max wait
         )
         self._waiting: dict[str, asyncio.Future[tuple[float, bool]]] = {}
+        self.marks: dict[str, dict[str, float]] = {}
+        """With `stages`, per awaited event id, wall-clock seconds: the `time` of its run's
+        `STAGES` events and of `DONE`, the `DONE` record's Kafka timestamp (`relayed`: when the
+        outbox relay handed it to its producer) and when this consumer read it (`seen`); the
+        caller adds `published` and takes the entry when the run is done."""
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -60,10 +69,17 @@ class Watcher:
         while True:
             batch = await self._consumer.getmany(timeout_ms=100)
             seen = time.monotonic()
+            wall = time.time()
             for records in batch.values():
                 for record in records:
                     event = json.loads(record.value)
                     kind, cause = event.get("type"), event.get("causationid")
+                    staged = kind in STAGES or kind == DONE
+                    if self._stages and staged and cause in self._waiting:
+                        marks = self.marks.setdefault(cause, {})
+                        marks[kind] = datetime.fromisoformat(event["time"]).timestamp()
+                        if kind == DONE:
+                            marks.update(relayed=record.timestamp / 1000, seen=wall)
                     if kind != DONE and kind not in FAILED:
                         continue
                     future = self._waiting.pop(cause, None)
