@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from schemas import topics
 
@@ -48,15 +49,17 @@ class KafkaTap:
         key: str | None,
         topic: str = topics.INBOUND,
         headers: dict[str, str] | None = None,
-    ) -> None:
-        """Send one record (to `threadbus.inbound` unless told) and wait for the broker's ack."""
+    ) -> RecordMetadata:
+        """Send one record (to `threadbus.inbound` unless told) and wait for the broker's ack;
+        returns where it landed."""
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         assert self._producer is not None
         sent = self._producer.send_and_wait(
             topic, raw, key=key.encode() if key else None,
             headers=[(name, value.encode()) for name, value in (headers or {}).items()] or None,
         )  # fmt: skip
-        self._call(sent)
+        metadata: RecordMetadata = self._call(sent)
+        return metadata
 
     def publish_many(
         self, records: list[tuple[dict[str, Any], str, dict[str, str]]], topic: str

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
 from services.core import assignor
+from services.core.commits import LaterCommits
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,15 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
     """Whether a subscriber's consumers have joined their group: until then, nothing they are
     sent is handled, so the process is not ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, later: LaterCommits | None = None) -> None:
         self.joined = False
+        self._later = later
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Nothing to do: offsets are committed per record."""
+        """Commit the handled records' offsets still pending for these partitions (offsets
+        are otherwise committed per record, when the handler returns)."""
+        if self._later is not None:
+            await self._later.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:  # noqa: ARG002
         """Joined (an empty assignment counts: more consumers than partitions)."""
@@ -192,7 +197,11 @@ def consuming() -> bool:
 
 
 def subscriber_options(
-    group_id: str, *, urgent: bool = False, background: bool = False
+    group_id: str,
+    *,
+    urgent: bool = False,
+    background: bool = False,
+    later: LaterCommits | None = None,
 ) -> dict[str, Any]:
     """Explicit, at-least-once consumer settings for every subscriber.
 
@@ -202,7 +211,9 @@ def subscriber_options(
     handler never holds long work. An `urgent` consumer (a run waits on it) fetches with the
     short wait of `KafkaFetch`; a `background` one (nothing waits on it) the long
     `BACKGROUND_FETCH_WAIT_MS`. Partitions are spread over the group's processes before their
-    consumers (`assignor.SpreadAssignor`).
+    consumers (`assignor.SpreadAssignor`). With `later`, the handler hands each handled record
+    to it (`LaterCommits.handled`) and its offsets commit together; a rebalance commits them
+    for the partitions it takes first.
     """
     wait = FETCH_MAX_WAIT_MS
     if urgent:
@@ -219,12 +230,12 @@ def subscriber_options(
         "fetch_max_wait_ms": wait,
         "partition_assignment_strategy": assignor.STRATEGY,
         "decoder": _the_message,
-        "listener": _membership(),
+        "listener": _membership(later),
     }
 
 
-def _membership() -> Membership:
-    membership = Membership()
+def _membership(later: LaterCommits | None) -> Membership:
+    membership = Membership(later)
     MEMBERSHIPS.append(membership)
     return membership
 

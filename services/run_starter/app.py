@@ -7,13 +7,14 @@ from faststream import FastStream
 
 from services.core import bus
 from services.core.runtime import open_runtime
-from services.run_starter.handlers import router
+from services.run_starter.handlers import COMMITS, router
 from services.run_starter.settings import Settings
 
 settings = Settings()
 settings.configure_logging()
 broker = bus.make_broker(settings.kafka_bootstrap_servers, settings.service_name)
 broker.include_router(router)
+COMMITS.interval = settings.inbound_commit_ms / 1000
 
 
 @contextlib.asynccontextmanager
@@ -24,3 +25,10 @@ async def lifespan() -> AsyncIterator[None]:
 
 
 app = FastStream(broker, lifespan=lifespan)
+
+
+@app.on_shutdown
+async def commit_handled() -> None:
+    """Commit what was handled before the consumer stops (a record handled while it stops is
+    read again by the next consumer, and seen as a duplicate)."""
+    await COMMITS.commit()

@@ -5,15 +5,22 @@ from faststream.kafka.message import KafkaMessage
 
 from schemas import topics
 from services.core import bus
+from services.core.commits import LaterCommits
 from services.core.runtime import RUNTIME
 from services.run_starter.intake import Record, accept
 
 router = KafkaRouter()
+COMMITS = LaterCommits(interval=0.1)
+"""The inbound events' offsets, committed together (`app` sets the interval from settings)."""
 
 
-@router.subscriber(topics.INBOUND, **bus.subscriber_options(topics.GROUP_RUN_STARTER, urgent=True))
+@router.subscriber(
+    topics.INBOUND,
+    **bus.subscriber_options(topics.GROUP_RUN_STARTER, urgent=True, later=COMMITS),
+)
 async def on_inbound(message: KafkaMessage) -> None:
-    """Apply one inbound CloudEvent; bad ones go to the DLQ. The offset commits after commit."""
+    """Apply one inbound CloudEvent; bad ones go to the DLQ. The offset commits after the
+    event's transaction, with the others of its interval (`COMMITS`)."""
     runtime = RUNTIME.get()
     raw = message.raw_message
     assert not isinstance(raw, tuple)  # a single-record subscriber, not a batch one
@@ -31,3 +38,4 @@ async def on_inbound(message: KafkaMessage) -> None:
     # `accept` parks invalid events itself (with an `error` event); the consumer's budget is
     # for the failures it does not expect.
     await runtime.consumer(topics.GROUP_RUN_STARTER).handle(message, bytes, apply)
+    COMMITS.handled(message)  # not reached when `handle` raises: the record comes again
