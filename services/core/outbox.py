@@ -95,6 +95,11 @@ class _Sql(str):
     """An SQL expression in `event_sql`'s envelope, as opposed to a constant."""
 
 
+def _literal(text: str) -> str:
+    """A string constant as an SQL literal (standard strings: only a quote is special)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def event_sql(
     type_: str, *, subject: str, data: str, cause: str, run_id: str, event_id: str, time: str
 ) -> str:
@@ -105,10 +110,8 @@ def event_sql(
         type_, event_id=_Sql(f"{event_id}::text"), subject=_Sql(subject),
         time=_Sql(f"{time}::text"), cause=_Sql(cause), run_id=_Sql(run_id), data=_Sql(data),
     )  # fmt: skip
-    for value in envelope.values():
-        assert isinstance(value, _Sql) or "'" not in value, value
     fields = (
-        f"'{key}', {value if isinstance(value, _Sql) else repr(value)}"
+        f"'{key}', {value if isinstance(value, _Sql) else _literal(value)}"
         for key, value in envelope.items()
     )
     return f"jsonb_build_object({', '.join(fields)})"

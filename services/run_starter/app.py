@@ -29,6 +29,7 @@ app = FastStream(broker, lifespan=lifespan)
 
 @app.on_shutdown
 async def commit_handled() -> None:
-    """Commit what was handled before the consumer stops (a record handled while it stops is
-    read again by the next consumer, and seen as a duplicate)."""
+    """Commit what was handled before the stop began (FastStream runs this before it stops
+    its consumers; an event handled while they drain is read again by the next consumer, and
+    seen as a duplicate)."""
     await COMMITS.commit()

@@ -36,15 +36,17 @@ Where = list[tuple[TopicPartition, int]]
 
 def handled_uncommitted(
     system: System, tap: KafkaTap, assistant_id: str, until: str
-) -> tuple[list[str], Where]:
+) -> tuple[list[str], Where, float]:
     """With a run-starter that commits once a minute (it replaces the running one, which is
     killed), publish a message on each of three new threads and wait for each thread's `until`
-    event: handled events whose offsets are not committed. Returns the threads and where each
-    event landed."""
+    event: handled events whose offsets are not committed. Returns the threads, where each
+    event landed, and when the first was published (`time.monotonic()`): the run-starter's
+    timed commit comes no sooner than a minute after that."""
     system.spawn("run_starter", THREADBUS_INBOUND_COMMIT_MS="60000")
     wait_until(lambda: system.ready("run_starter"), timeout=60,
                explain=lambda: system.log("run_starter")[-4000:])  # fmt: skip
     threads = [f"thread_{uuid.uuid4().hex}" for _ in range(3)]
+    published = time.monotonic()
     sent = [tap.publish(user_message(t, assistant_id, f"hello {n}"), key=t)
             for n, t in enumerate(threads)]  # fmt: skip
     where = [(TopicPartition(topics.INBOUND, m.partition), m.offset) for m in sent]
@@ -53,7 +55,7 @@ def handled_uncommitted(
                    timeout=60)  # fmt: skip
     before = committed(system.infra.bootstrap, {tp for tp, _ in where})
     assert all(before[tp] <= offset for tp, offset in where), (before, where)
-    return threads, where
+    return threads, where, published
 
 
 def wait_committed_past(bootstrap: str, where: Where, timeout: float) -> None:
@@ -79,7 +81,7 @@ def test_a_run_starter_killed_before_its_offsets_commit_starts_each_run_once(
     try:
         # The fault's moment: every event was handled (its run even ended), no offset of them
         # was committed.
-        threads, where = handled_uncommitted(system, tap, assistant.id, "thread.run.completed")
+        threads, where, _ = handled_uncommitted(system, tap, assistant.id, "thread.run.completed")
         system.services["run_starter"].kill()
 
         system.spawn("run_starter")  # the default interval
@@ -105,13 +107,14 @@ def test_a_rebalance_commits_the_handled_events_of_the_partitions_it_takes(
 ) -> None:
     assistant = client.beta.assistants.create(name="Handed over", model="gpt-4o")
     try:
-        _, where = handled_uncommitted(system, tap, assistant.id, "thread.run.created")
+        _, where, published = handled_uncommitted(system, tap, assistant.id, "thread.run.created")
         # A second run-starter joins: the rebalance takes the first one's partitions, and it
-        # commits what it handled of them before it lets them go, well before its timed commit.
-        joined_at = time.monotonic()
+        # commits what it handled of them before it lets them go. Only the rebalance can have
+        # committed them before the first one's timed commit, a minute after they came.
         system.spawn("run_starter", label="starter-b", THREADBUS_INBOUND_COMMIT_MS="60000")
-        wait_committed_past(system.infra.bootstrap, where, timeout=50)
-        assert time.monotonic() - joined_at < 55
+        left = 55 - (time.monotonic() - published)
+        assert left > 20, f"the events took {55 - left:.0f} s to be handled"
+        wait_committed_past(system.infra.bootstrap, where, timeout=left)
     finally:
         if (second := system.services.pop("starter-b", None)) is not None:
             second.kill()
