@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,7 +88,16 @@ async def broker_view(bootstrap: str) -> tuple[dict[str, int], int]:
 async def _lag(
     bootstrap: str, group: str, read: tuple[str, ...], ends: dict[TopicPartition, int]
 ) -> int:
-    """What `group` has yet to read: its committed offsets against the ends.
+    """What `group` has yet to read: its committed offsets against the ends."""
+    mine = [tp for tp in ends if tp.topic in read]
+    offsets = await committed_offsets(bootstrap, group, mine)
+    return sum(max(0, ends[tp] - max(0, offsets[tp])) for tp in mine)
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """`group`'s committed offset of each partition (-1: none).
 
     Asked through a consumer of the group that never subscribes, so it never joins or leaves
     the group (the admin client's offset request is one the embedded broker cannot answer).
@@ -99,13 +108,10 @@ async def _lag(
     )  # fmt: skip
     await member.start()
     try:
-        behind = 0
-        for tp, end in ends.items():
-            if tp.topic in read:
-                behind += max(0, end - (await member.committed(tp) or 0))
-        return behind
+        offsets = {tp: await member.committed(tp) for tp in partitions}
     finally:
         await member.stop()
+    return {tp: -1 if offset is None else offset for tp, offset in offsets.items()}
 
 
 async def _ends(consumer: AIOKafkaConsumer, names: tuple[str, ...]) -> dict[TopicPartition, int]:

@@ -7,28 +7,18 @@ import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from openai import OpenAI
 
 from schemas import topics
+from services.core import ops
 from tests.kafka_tap import KafkaTap, user_message
 from tests.system import System, wait_until
 
 
 def committed(bootstrap: str, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-    """The run-starter group's committed offsets of `partitions` (-1: none), asked by a client
-    of the group that never joins it (it subscribes to nothing)."""
-
-    async def ask() -> dict[TopicPartition, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.GROUP_RUN_STARTER,
-                                    enable_auto_commit=False)  # fmt: skip
-        await consumer.start()
-        try:
-            return {tp: (await consumer.committed(tp)) or -1 for tp in partitions}
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(ask())
+    """The run-starter group's committed offsets of `partitions` (-1: none)."""
+    return asyncio.run(ops.committed_offsets(bootstrap, topics.GROUP_RUN_STARTER, partitions))
 
 
 Where = list[tuple[TopicPartition, int]]
