@@ -117,6 +117,27 @@ def event_sql(
     return f"jsonb_build_object({', '.join(fields)})"
 
 
+def wire_sql(model: type[BaseModel], row: str, **overrides: str) -> str:
+    """`model`'s wire object as SQL built by Postgres from the row aliased `row`, for a
+    statement that writes its own events: each field the column of the same name (an integral
+    float as `1.0`, as Python's JSON writes it), `object` the model's constant, or the SQL
+    expression `overrides` gives for the field."""
+    assert set(overrides) <= set(model.model_fields), overrides
+    fields = []
+    for name, info in model.model_fields.items():
+        value = column = f"{row}.{name}"
+        if name in overrides:
+            value = overrides[name]
+        elif name == "object":
+            value = f"to_jsonb({_literal(info.default)}::text)"
+        elif info.annotation in (float, float | None):
+            whole = f"{column} = trunc({column}) AND abs({column}) < 1e16"
+            value = (f"CASE WHEN {whole} THEN to_jsonb({column}::numeric(17, 1))"
+                     f" ELSE to_jsonb({column}) END")  # fmt: skip
+        fields.append(f"'{name}', {value}")
+    return f"jsonb_build_object({', '.join(fields)})"
+
+
 async def emit(
     conn: asyncpg.Connection,
     type_: str,

@@ -4,7 +4,7 @@ import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -67,12 +67,30 @@ async def transition(
     `expires_at`, `required_action` and the lease. `spend` adds a turn's tokens to the run's
     running total, which becomes its `usage`.
     """
-    row = await moved(conn, run_id, to, lease=lease, fields=fields, spend=spend)
+    row = await moved(conn, move(run_id, to, lease=lease, fields=fields, spend=spend))
     return None if row is None else run_store.render(dict(row))
 
 
-async def moved(
-    conn: asyncpg.Connection,
+class Move(NamedTuple):
+    """A run's move to `to` as SQL (`move`): the CTE that locks its thread (`WITH t AS ...`,
+    or ''), the `UPDATE ... RETURNING`, and their parameters (`$1` on)."""
+
+    to: RunStatus
+    lock: str
+    update: str
+    params: list[Any]
+
+
+async def moved(conn: asyncpg.Connection, how: Move) -> asyncpg.Record | None:
+    """Run a `move`; its row as returned, None if the run did not move."""
+    sql = f"{how.lock} {how.update}" if how.lock else how.update
+    row = await conn.fetchrow(sql, *how.params)
+    if row is not None:
+        db.on_commit(conn, functools.partial(entered, how.to, row))
+    return row
+
+
+def move(
     run_id: str,
     to: RunStatus,
     *,
@@ -80,10 +98,12 @@ async def moved(
     fields: dict[str, Any] | None = None,
     spend: dict[str, int] | None = None,
     locking_thread: str | None = None,
-) -> asyncpg.Record | None:
-    """`transition`'s statement, its row as returned. `locking_thread` (the run's thread) locks
-    the thread first, in the same statement (the lock order every writer of a thread's runs
-    uses), and adds the thread's `pending_run` to the row, read at the row's latest version."""
+    unless_pending: bool = False,
+) -> Move:
+    """`transition`'s statement. `locking_thread` (the run's thread) locks the thread first,
+    in the same statement (the lock order every writer of a thread's runs uses), and adds the
+    thread's `pending_run` to the row, read at the row's latest version; `unless_pending`
+    (with it): nothing is updated while the thread has a pending run."""
     fields = dict(fields or {})
     assert set(fields) <= _WRITABLE, fields
     sets = ["status = $2", "updated_at = now()"]
@@ -108,8 +128,10 @@ async def moved(
     lock = join = ""
     if locking_thread is not None:
         params.append(locking_thread)
-        lock = thread_locked(len(params)) + " "
+        lock = thread_locked(len(params))
         join, where = " FROM t", f"t.id = r.thread_id AND {where}"
+        if unless_pending:
+            where += " AND NOT t.pending_run"
     # Measured for the metrics: the run's age, and (leaving requires_action) how long it
     # waited there; a subquery in RETURNING reads the row as it was before this statement.
     measured = "extract(epoch FROM clock_timestamp() - created_ts) AS age_seconds"
@@ -118,13 +140,8 @@ async def moved(
     if to == "queued":
         measured += (", extract(epoch FROM clock_timestamp() - (SELECT p.updated_at FROM runs p"
                      " WHERE p.id = $1)) AS waited_seconds")  # fmt: skip
-    row = await conn.fetchrow(
-        f"{lock}UPDATE runs r SET {', '.join(sets)}{join} WHERE {where} RETURNING r.*, {measured}",
-        *params,
-    )
-    if row is not None:
-        db.on_commit(conn, functools.partial(_entered, to, row))
-    return row
+    update = f"UPDATE runs r SET {', '.join(sets)}{join} WHERE {where} RETURNING r.*, {measured}"
+    return Move(to, lock, update, params)
 
 
 def thread_locked(param: int) -> str:
@@ -151,7 +168,8 @@ def spent_plus(first: int) -> str:
     )
 
 
-def _entered(status: RunStatus, row: asyncpg.Record) -> None:
+def entered(status: RunStatus, row: asyncpg.Record) -> None:
+    """The metrics of a run that moved to `status` (`row`: `moved`'s)."""
     metrics.RUN_TRANSITIONS.labels(status).inc()
     if status in TERMINAL_STATUSES:
         metrics.RUN_PHASE.labels("total").observe(float(row["age_seconds"]))
@@ -183,24 +201,7 @@ class Claim:
     may change what the turn must read): the turn's timeline needs no statement of its own."""
 
 
-def _wire(field: str, annotation: Any) -> str:
-    """The SQL for one `Run` field from the claimed row `c`: the column of the same name (an
-    integral float as `1.0`, as Python's JSON writes it), or the constant `object`."""
-    if field == "object":
-        return "to_jsonb('thread.run'::text)"
-    if annotation in (float, float | None):
-        value = f"c.{field}"
-        return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 1e16"
-                f" THEN to_jsonb({value}::numeric(17, 1)) ELSE to_jsonb({value}) END")  # fmt: skip
-    return f"c.{field}"
-
-
-_RUN_FIELDS = Run.model_fields.items()
-_RUN_AS_WIRE = (
-    "jsonb_build_object("
-    + ", ".join(f"'{name}', {_wire(name, field.annotation)}" for name, field in _RUN_FIELDS)
-    + ")"
-)
+_RUN_AS_WIRE = outbox.wire_sql(Run, "c")
 """The claimed run as its wire object (`Run`), built by Postgres: the claim's event is written
 by the claim's own statement."""
 _IN_PROGRESS = outbox.event_sql(

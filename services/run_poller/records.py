@@ -239,10 +239,10 @@ async def conclude(
     thread has a pending run to start (`threads.pending_run`, read under the lock). The caller
     emits the run's event, after its reply's."""
     fields = {"incomplete_details": {"reason": "max_completion_tokens"}} if cut_off else None
-    row = await runstate.moved(
-        conn, lease.run_id, "incomplete" if cut_off else "completed", lease=lease,
+    row = await runstate.moved(conn, runstate.move(
+        lease.run_id, "incomplete" if cut_off else "completed", lease=lease,
         fields=fields, spend=usage, locking_thread=lease.thread_id,
-    )  # fmt: skip
+    ))  # fmt: skip
     if row is None:
         raise LeaseLost(lease.run_id)
     return runs.render(dict(row)), row["pending_run"]
