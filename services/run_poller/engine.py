@@ -13,7 +13,7 @@ from services.core import cancel, db, logs, metrics, outbox, runstate, tracing
 from services.core.model import NOT_CONFIGURED, Completion, ModelClient, ModelFailure
 from services.core.runstate import Claim, Lease, LeaseLost
 from services.core.store import runs
-from services.run_poller import knowledge, records
+from services.run_poller import knowledge, plain_end, records
 from services.run_poller.context import NoRoom, prepare, timeline
 from services.run_poller.reply import ReplyWriter
 from services.run_poller.settings import Settings
@@ -348,6 +348,11 @@ class Engine:
         usage = records.usage_of(completion)
         calls = [] if cut_off else records.tool_calls_of(completion)
         await writer.settle()  # a fast model's whole reply is written here, in one transaction
+        content = None if calls or cut_off else writer.plain(completion.text)
+        if content is not None:  # one statement, unless the thread has a run to start
+            async with self._pool.acquire() as conn:
+                if await plain_end.finish(conn, lease, usage, content, writer.unsent):
+                    return
         async with self._pool.acquire() as conn, conn.transaction():
             if not calls:  # the run ends: its status, usage and lock in the first statement
                 run, pending = await records.conclude(conn, lease, usage, cut_off=cut_off)

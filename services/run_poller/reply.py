@@ -208,6 +208,21 @@ class ReplyWriter:
             )
         await outbox.emit(conn, "thread.run.step.completed", self._run.thread_id, closed, cause)
 
+    def plain(self, text: str) -> list[dict[str, Any]] | None:
+        """The content of a reply `plain_end` can write (not opened yet, nothing in it needs
+        a query: no images the code displayed, no citations, no links to files the code
+        wrote), after which the writer has nothing left to emit; None for any other reply."""
+        if self.opened or self._offers("code_interpreter") or self._offers("file_search"):
+            return None
+        if "sandbox:/mnt/data/" in text:
+            return None
+        return text_content(text)
+
+    @property
+    def unsent(self) -> str:
+        """The text no delta event carried yet."""
+        return self._pending
+
     async def _cite(self, conn: asyncpg.Connection, text: str) -> list[dict[str, Any]]:
         """The reply's annotations: file citations, and links to files the code wrote."""
         results = []

@@ -317,3 +317,73 @@ def test_text_that_looks_like_sql_comes_out_exactly(tap: KafkaTap, tutor: str) -
     letter = wait_until(lambda: [d for d in tap.dead_letters() if d["key"] == key])[0]
     assert letter["value"] == "not json"
     wait_until(lambda: [e for e in tap.events() if e["type"] == "error" and e["subject"] == key])
+
+
+REPLY_END = ["thread.run.step.created", "thread.run.step.in_progress", "thread.message.created",
+             "thread.message.in_progress", "thread.message.delta", "thread.message.completed",
+             "thread.run.step.completed", "thread.run.completed"]  # fmt: skip
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON text: 1 and 1.0 told apart."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@pytest.mark.parametrize("tools", [[], [{"type": "file_search"}]], ids=["plain", "file_search"])
+def test_a_turns_end_announces_the_reply_and_the_run_as_the_api_shows_them(
+    tap: KafkaTap, tutor: str, model: ScriptedModelServer, system: System, tools: list[Any]
+) -> None:
+    """A plain turn (no tools its reply needs a query for, a fast model) ends in one statement
+    whose eight events Postgres renders from the rows it writes, with one clock reading for
+    all; offering file_search takes the transaction path, where Python builds each event with
+    its own. Either way each event is the object the API reads, as opened for the opening
+    ones, and carries the envelope of the event that queued the run."""
+    text = 'Ünïcode "end"\nlines'
+    model.script("announce the end", reply=text)
+    threads = [new_thread_id() for _ in range(3 if not tools else 1)]
+    for thread_id in threads:
+        event = user_message(thread_id, tutor, "announce the end", run={"tools": tools})
+        tap.publish(event, key=thread_id)
+    single_clock = []
+    for thread_id in threads:
+        wait_until(lambda t=thread_id: types(tap.events(t))[-1:] == ["thread.run.completed"])
+        events = tap.events(thread_id)
+        queued = next(e for e in events if e["type"] == "thread.run.queued")
+        started = types(events).index("thread.run.in_progress")
+        end = events[started + 1 :]
+        assert types(end) == REPLY_END
+        single_clock.append(len({e["time"] for e in end}) == 1)
+        same = ("subject", "source", "datacontenttype", "causationid", "runid", "specversion")
+        assert all({k: e[k] for k in same} == {k: queued[k] for k in same} for e in end)
+        assert all(set(e) == set(queued) for e in end)
+        assert len({e["id"] for e in events}) == len(events)
+
+        data = {e["type"]: e["data"] for e in end}
+        run_id, message = queued["data"]["id"], data["thread.message.completed"]
+        step = data["thread.run.step.completed"]
+        base = f"{system.api_url}/threads/{thread_id}"
+        shown = {path: httpx.get(f"{base}/{path}", headers=HEADERS, timeout=30).json()
+                 for path in (f"runs/{run_id}", f"messages/{message['id']}",
+                              f"runs/{run_id}/steps/{step['id']}")}  # fmt: skip
+        assert same_json(data["thread.run.completed"], shown[f"runs/{run_id}"])
+        assert same_json(message, shown[f"messages/{message['id']}"])
+        assert same_json(step, shown[f"runs/{run_id}/steps/{step['id']}"])
+        assert message["content"] == [{"type": "text", "text": {"value": text, "annotations": []}}]
+        assert step["step_details"]["message_creation"]["message_id"] == message["id"]
+        assert step["usage"] == data["thread.run.completed"]["usage"]
+        opened = {"status": "in_progress", "completed_at": None, "usage": None}
+        for kind in ("created", "in_progress"):
+            assert same_json(data[f"thread.run.step.{kind}"], {**step, **opened})
+            assert same_json(data[f"thread.message.{kind}"], {
+                **message, "status": "in_progress", "completed_at": None, "incomplete_at": None,
+                "incomplete_details": None, "content": [],
+            })  # fmt: skip
+        assert same_json(data["thread.message.delta"], {
+            "id": message["id"], "object": "thread.message.delta",
+            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": text}}]},
+        })  # fmt: skip
+    if tools:
+        assert single_clock == [False]  # each event its own clock reading: Python built them
+    else:
+        assert any(single_clock)  # the one statement (a reply opened while the model answered
+        # takes the transaction path: it is timing, so one of three threads must do)
