@@ -12,6 +12,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from tests.e2e.test_function_tools import function_tool
 from tests.fakes.model_server import ScriptedModelServer
 from tests.kafka_tap import KafkaTap, user_message
 from tests.system import HEADERS, System, wait_until
@@ -329,29 +330,47 @@ def same_json(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-@pytest.mark.parametrize("tools", [[], [{"type": "file_search"}]], ids=["plain", "file_search"])
+RICH = {
+    "tools": [function_tool("lookup")],
+    "metadata": {"k": "v", "e": ""}, "temperature": 1, "top_p": 0.35,
+    "response_format": {"type": "json_object"}, "parallel_tool_calls": False,
+    "truncation_strategy": {"type": "last_messages", "last_messages": 3},
+    "tool_choice": "none", "instructions": 'Ünïcode "quoted"',
+}  # fmt: skip
+"""Run options whose JSON columns the run's rendering by Postgres must get right."""
+
+
+@pytest.mark.parametrize(
+    ("options", "text"),
+    [(RICH, 'Ünïcode-"end"\n'), ({"tools": []}, ""),
+     ({**RICH, "tools": [{"type": "file_search"}]}, 'Ünïcode-"end"\n')],
+    ids=["plain", "empty", "file_search"],
+)  # fmt: skip
 def test_a_turns_end_announces_the_reply_and_the_run_as_the_api_shows_them(
-    tap: KafkaTap, tutor: str, model: ScriptedModelServer, system: System, tools: list[Any]
-) -> None:
+    tap: KafkaTap, tutor: str, model: ScriptedModelServer, system: System,
+    options: dict[str, Any], text: str,
+) -> None:  # fmt: skip
     """A plain turn (no tools its reply needs a query for, a fast model) ends in one statement
-    whose eight events Postgres renders from the rows it writes, with one clock reading for
-    all; offering file_search takes the transaction path, where Python builds each event with
-    its own. Either way each event is the object the API reads, as opened for the opening
-    ones, and carries the envelope of the event that queued the run."""
-    text = 'Ünïcode "end"\nlines'
-    model.script("announce the end", reply=text)
-    threads = [new_thread_id() for _ in range(3 if not tools else 1)]
+    whose events Postgres renders from the rows it writes, with one clock reading for all;
+    offering file_search takes the transaction path, where Python builds each event with its
+    own. Either way each event is the object the API reads, as opened for the opening ones,
+    and carries the envelope of the event that queued the run; an empty reply has no delta.
+    The reply is one chunk, so a reply opened while the model answered (timing: then the
+    transaction path ends it) has the same events."""
+    offers_search = options["tools"] == [{"type": "file_search"}]
+    asked = f"announce the end {uuid.uuid4().hex}"
+    model.script(asked, reply=text)
+    threads = [new_thread_id() for _ in range(1 if offers_search else 5)]
     for thread_id in threads:
-        event = user_message(thread_id, tutor, "announce the end", run={"tools": tools})
-        tap.publish(event, key=thread_id)
+        tap.publish(user_message(thread_id, tutor, asked, run=options), key=thread_id)
+    expected = [t for t in REPLY_END if text or t != "thread.message.delta"]
     single_clock = []
     for thread_id in threads:
         wait_until(lambda t=thread_id: types(tap.events(t))[-1:] == ["thread.run.completed"])
         events = tap.events(thread_id)
         queued = next(e for e in events if e["type"] == "thread.run.queued")
-        started = types(events).index("thread.run.in_progress")
-        end = events[started + 1 :]
-        assert types(end) == REPLY_END
+        end = events[types(events).index("thread.run.in_progress") + 1 :]
+        assert types(end) == expected
         single_clock.append(len({e["time"] for e in end}) == 1)
         same = ("subject", "source", "datacontenttype", "causationid", "runid", "specversion")
         assert all({k: e[k] for k in same} == {k: queued[k] for k in same} for e in end)
@@ -368,6 +387,7 @@ def test_a_turns_end_announces_the_reply_and_the_run_as_the_api_shows_them(
         assert same_json(data["thread.run.completed"], shown[f"runs/{run_id}"])
         assert same_json(message, shown[f"messages/{message['id']}"])
         assert same_json(step, shown[f"runs/{run_id}/steps/{step['id']}"])
+        assert data["thread.run.completed"]["metadata"] == options.get("metadata", {})
         assert message["content"] == [{"type": "text", "text": {"value": text, "annotations": []}}]
         assert step["step_details"]["message_creation"]["message_id"] == message["id"]
         assert step["usage"] == data["thread.run.completed"]["usage"]
@@ -378,12 +398,13 @@ def test_a_turns_end_announces_the_reply_and_the_run_as_the_api_shows_them(
                 **message, "status": "in_progress", "completed_at": None, "incomplete_at": None,
                 "incomplete_details": None, "content": [],
             })  # fmt: skip
-        assert same_json(data["thread.message.delta"], {
-            "id": message["id"], "object": "thread.message.delta",
-            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": text}}]},
-        })  # fmt: skip
-    if tools:
+        if text:
+            assert same_json(data["thread.message.delta"], {
+                "id": message["id"], "object": "thread.message.delta",
+                "delta": {"content": [{"index": 0, "type": "text", "text": {"value": text}}]},
+            })  # fmt: skip
+    if offers_search:
         assert single_clock == [False]  # each event its own clock reading: Python built them
     else:
         assert any(single_clock)  # the one statement (a reply opened while the model answered
-        # takes the transaction path: it is timing, so one of three threads must do)
+        # takes the transaction path: it is timing, so one of five threads must do)
