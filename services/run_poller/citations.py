@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 
 MARKER = re.compile(r"【(\d+):(\d+)†([^】]*)】")
-SANDBOX_LINK = re.compile(r"sandbox:/mnt/data/([^\s)\]\"'<>]+)")
+LINK_PREFIX = "sandbox:/mnt/data/"
+"""How a reply links to a file the code wrote."""
+SANDBOX_LINK = re.compile(re.escape(LINK_PREFIX) + r"([^\s)\]\"'<>]+)")
 
 
 async def results_of(conn: asyncpg.Connection, run_id: str) -> list[list[dict[str, Any]]]:
@@ -77,7 +79,7 @@ def file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
         path = match.group(1).rstrip(".,;:!?")
         if path not in written:
             continue
-        end = match.start() + len("sandbox:/mnt/data/") + len(path)
+        end = match.start() + len(LINK_PREFIX) + len(path)
         found.append(
             {
                 "type": "file_path",

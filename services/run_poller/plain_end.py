@@ -72,6 +72,7 @@ def _events(text: str, cause: str, ids: str, time: str) -> str:
     return " UNION ALL ".join(rows)
 
 
+@functools.cache
 def _statement(first: int, lock: str, update: str) -> str:
     """The statement, its own parameters from `$first` on: step id, message id, content,
     usage, the delta's text, topic, cause, trace, event ids, time."""
@@ -98,11 +99,6 @@ def _statement(first: int, lock: str, update: str) -> str:
     )
 
 
-@functools.cache
-def _sql(first: int, lock: str, update: str) -> str:
-    return _statement(first, lock, update)
-
-
 async def finish(
     conn: asyncpg.Connection,
     lease: Lease,
@@ -121,7 +117,7 @@ async def finish(
         unless_pending=True,
     )  # fmt: skip
     row = await conn.fetchrow(
-        _sql(len(how.params) + 1, how.lock, how.update), *how.params,
+        _statement(len(how.params) + 1, how.lock, how.update), *how.params,
         new_id("step"), new_id("msg"), content, usage, delta, topics.EVENTS, lease.cause,
         tracing.current(), [new_id("evt") for _ in _EVENTS], datetime.now(UTC).isoformat(),
     )  # fmt: skip

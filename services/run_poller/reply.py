@@ -214,7 +214,7 @@ class ReplyWriter:
         wrote), after which the writer has nothing left to emit; None for any other reply."""
         if self.opened or self._offers("code_interpreter") or self._offers("file_search"):
             return None
-        if "sandbox:/mnt/data/" in text:
+        if citations.LINK_PREFIX in text:
             return None
         return text_content(text)
 
@@ -229,7 +229,7 @@ class ReplyWriter:
         if self._offers("file_search"):
             results = await citations.results_of(conn, self._run.id)
         cited = citations.annotations(text, results)
-        if "sandbox:/mnt/data/" in text:
+        if citations.LINK_PREFIX in text:
             written = await citations.written_files(conn, self._run.thread_id)
             cited = sorted(
                 cited + citations.file_paths(text, written), key=lambda a: a["start_index"]
